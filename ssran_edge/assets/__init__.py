@@ -1,0 +1,22 @@
+"""Files that ship inside the package: the demo scene and the weights trained by this project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ssran_edge.data.readers import Cube, check_cube
+
+ASSETS = Path(__file__).parent
+DEMO_SCENE = ASSETS / "demo_cave_crop.npz"
+MODELS = {"cave": ASSETS / "models" / "cave.safetensors", "paris": ASSETS / "models" / "paris.safetensors"}
+DEFAULT_MODEL = MODELS["cave"]
+
+
+def demo_scene() -> Cube:
+    """The bundled crop of a CAVE test scene (see ATTRIBUTION.md): (H, W, 31) reflectance in [0, 1]."""
+    with np.load(DEMO_SCENE, allow_pickle=False) as f:
+        data = f["cube"].astype(np.float32) / float(f["scale"])
+        wavelengths = f["wavelengths_nm"].astype(np.float32)
+    return Cube(check_cube(data, str(DEMO_SCENE)), wavelengths, str(DEMO_SCENE))

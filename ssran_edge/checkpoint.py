@@ -1,0 +1,134 @@
+"""Weights on disk: safetensors + a JSON sidecar (the model card), written atomically.
+
+`model.safetensors` holds only tensors (no pickle), with `format: ssran-edge` in its header;
+`model.json` beside it records architecture, bands, wavelengths, SRF, protocol, test metrics and
+version. Training checkpoints (for --resume) are torch files loaded with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssran_edge.errors import CheckpointError
+from ssran_edge.model import build_model
+
+FORMAT = "ssran-edge"
+MODEL_KEYS = ("arch", "in_bands", "out_bands", "width", "num_blocks", "eca_kernel")
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temp path in the destination folder; on success rename it onto `path` (atomic on
+    POSIX), on failure remove it. Readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def sidecar_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_model(model: torch.nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
+    """Write weights (safetensors) and the JSON card beside them."""
+    from safetensors.torch import save_file
+
+    missing = [k for k in MODEL_KEYS if k not in card]
+    if missing:
+        raise ValueError(f"model card lacks {missing}")
+    card = {"format": FORMAT, **card}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    write_json(sidecar_path(path), card)
+    return path
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    card_file = sidecar_path(path)
+    if not card_file.is_file():
+        raise CheckpointError(f"{path}: no model card {card_file.name} beside it; not an ssran-edge model")
+    try:
+        card = json.loads(card_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{card_file}: corrupt model card ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT or any(k not in card for k in MODEL_KEYS):
+        raise CheckpointError(f"{card_file}: not an ssran-edge model card")
+    return card
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from .safetensors, or a .pt/.pth state dict loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty checkpoint file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("format") != FORMAT:
+                    raise CheckpointError(f"{path}: safetensors file not written by ssran-edge")
+                return {k: f.get_tensor(k) for k in f.keys()}
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # truncated zip, pickle payload refused by weights_only, bad header...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot load checkpoint safely ({reason[:200]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a training checkpoint
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model in eval mode, card) from weights + sidecar; refuses anything that is not ours."""
+    card = read_card(path)
+    state = load_state_dict(path)
+    try:
+        model = build_model(card["arch"], card["in_bands"], card["out_bands"], width=card["width"],
+                            num_blocks=card["num_blocks"], eca_kernel=card["eca_kernel"])
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match the model card ({first[:200]})") from None
+    return model.to(map_location).eval(), card
+
+
+def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no training checkpoint to resume from")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot resume from this checkpoint ({str(exc).splitlines()[0][:200]})") from None

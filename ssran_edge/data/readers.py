@@ -1,0 +1,218 @@
+"""Readers for hyperspectral / multispectral cubes. Each returns a `Cube`: (H, W, bands) float32 data
+plus band-centre wavelengths in nm where the format records them.
+
+Formats: MATLAB .mat (v5 via scipy, v7.3 via h5py), CAVE scene folders (31 16-bit PNGs), ENVI
+.hdr/.img (via `spectral`), .npy/.npz. Band-major matrices (Jasper Ridge, Samson: Y is bands x pixels
+in MATLAB column order) are reshaped with `band_major_shape`.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssran_edge.errors import DataError
+
+
+@dataclass
+class Cube:
+    data: np.ndarray  # (H, W, bands) float32
+    wavelengths: np.ndarray | None = None  # (bands,) nm
+    source: str = ""
+
+    @property
+    def bands(self) -> int:
+        return self.data.shape[2]
+
+    def crop(self, rows: slice = slice(None), cols: slice = slice(None)) -> "Cube":
+        return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source)
+
+
+def check_cube(data: np.ndarray, name: str = "cube", bands: int | None = None) -> np.ndarray:
+    """Validate an (H, W, bands) array: numeric, 3-D, non-empty, finite. Returns float32."""
+    data = np.asarray(data)
+    if data.dtype.kind not in "fiub":
+        raise DataError(f"{name}: expected numeric pixels, got dtype {data.dtype}")
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise DataError(f"{name}: expected an (H, W, bands) array, got shape {data.shape}")
+    if min(data.shape) == 0:
+        raise DataError(f"{name}: empty array of shape {data.shape}")
+    if bands is not None and data.shape[2] != bands:
+        raise DataError(f"{name}: expected {bands} bands, got {data.shape[2]}")
+    data = data.astype(np.float32, copy=False)
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise DataError(f"{name}: {bad} NaN/Inf values; mask or fill them first")
+    return data
+
+
+def band_major_shape(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(bands, rows*cols) matrix in MATLAB column-major pixel order -> (rows, cols, bands)."""
+    if matrix.ndim != 2 or matrix.shape[1] != rows * cols:
+        raise DataError(f"band-major matrix of shape {matrix.shape} does not hold {rows}x{cols} pixels")
+    return matrix.T.reshape(rows, cols, matrix.shape[0], order="F")
+
+
+# --- MATLAB ---------------------------------------------------------------------------------------
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(520)
+    return b"\x89HDF\r\n\x1a\n" in head[:8] or head[512:520] == b"\x89HDF\r\n\x1a\n"
+
+
+def load_mat_variables(path: str | Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Load variables from a .mat file, v5 (scipy) or v7.3 (HDF5, h5py). v7.3 arrays are transposed
+    back to MATLAB's axis order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        if _is_hdf5(path):
+            import h5py
+
+            out = {}
+            with h5py.File(path, "r") as f:
+                keys = [k for k in f.keys() if not k.startswith("#")]
+                for key in names or keys:
+                    if key in f and isinstance(f[key], h5py.Dataset):
+                        out[key] = np.asarray(f[key][()]).T  # HDF5 stores MATLAB arrays transposed
+            return out
+        import scipy.io
+
+        return {k: v for k, v in scipy.io.loadmat(path, variable_names=names).items()
+                if not k.startswith("__")}
+    except DataError:
+        raise
+    except Exception as exc:  # scipy/h5py raise many types for corrupt files
+        raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
+
+
+def read_mat(path: str | Path, variable: str | None = None) -> Cube:
+    """A cube from a .mat file. With no variable named, the single 3-D array in the file is used."""
+    variables = load_mat_variables(path, [variable] if variable else None)
+    if variable:
+        if variable not in variables:
+            raise DataError(f"{path}: no variable named {variable!r}")
+        data = variables[variable]
+    else:
+        cubes = {k: v for k, v in variables.items() if isinstance(v, np.ndarray) and v.ndim == 3}
+        if len(cubes) != 1:
+            raise DataError(f"{path}: name the variable to read; 3-D arrays here: {sorted(cubes)}")
+        variable, data = next(iter(cubes.items()))
+    return Cube(check_cube(data, f"{path}:{variable}"), None, f"{path}:{variable}")
+
+
+# --- CAVE -----------------------------------------------------------------------------------------
+
+CAVE_WAVELENGTHS = np.arange(400, 701, 10, dtype=np.float32)
+
+
+def read_cave_scene(folder: str | Path) -> Cube:
+    """A CAVE scene folder: <scene>_ms_01.png ... _31.png, 16-bit, scaled by 1/65535."""
+    from PIL import Image
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*_ms_[0-9][0-9].png"))
+    if len(files) != 31:
+        raise DataError(f"{folder}: expected 31 CAVE band PNGs (*_ms_01.png..*_ms_31.png), found {len(files)}")
+    bands = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                band = np.asarray(im)
+        except Exception as exc:
+            raise DataError(f"{f}: unreadable PNG ({exc})") from None
+        if band.ndim == 3:  # a few CAVE files are stored as 8-bit RGBA: take the grey channel
+            band = band[..., 0].astype(np.float32) * 257.0
+        bands.append(band.astype(np.float32))
+    if len({b.shape for b in bands}) != 1:
+        raise DataError(f"{folder}: band images differ in size")
+    data = np.stack(bands, axis=-1) / 65535.0
+    return Cube(check_cube(data, str(folder)), CAVE_WAVELENGTHS.copy(), str(folder))
+
+
+# --- ENVI -----------------------------------------------------------------------------------------
+
+def read_envi(path: str | Path) -> Cube:
+    """ENVI header + binary (BSQ/BIL/BIP) through `spectral`; wavelengths from the header (um -> nm)."""
+    import spectral.io.envi as envi
+
+    path = Path(path)
+    header = path if path.suffix.lower() == ".hdr" else path.with_suffix(".hdr")
+    if not header.is_file():
+        raise DataError(f"{path}: no ENVI header {header.name} beside it")
+    try:
+        image = envi.open(str(header))
+        data = np.asarray(image.load())
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable ENVI file ({type(exc).__name__}: {exc})") from None
+    wavelengths = None
+    centres = image.metadata.get("wavelength")
+    if centres:
+        wavelengths = np.asarray([float(w) for w in centres], dtype=np.float32)
+        units = str(image.metadata.get("wavelength units", "nm")).lower()
+        if units.startswith(("micro", "um", "µm")) or (units not in ("nm", "nanometers") and wavelengths.max() < 30):
+            wavelengths *= 1000.0
+    return Cube(check_cube(data, str(path)), wavelengths, str(path))
+
+
+# --- NumPy ----------------------------------------------------------------------------------------
+
+def read_numpy(path: str | Path, key: str | None = None) -> Cube:
+    """.npy array, or .npz with the cube under `key` (default: 'cube', else the only 3-D array);
+    an .npz may carry 'wavelengths_nm' or 'wavelengths'."""
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return Cube(check_cube(loaded, str(path)), None, str(path))
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: unreadable NumPy file ({exc})") from None
+    if key is None:
+        cubes = [k for k, v in arrays.items() if v.ndim == 3]
+        key = "cube" if "cube" in arrays else (cubes[0] if len(cubes) == 1 else None)
+        if key is None:
+            raise DataError(f"{path}: name the array to read; 3-D arrays here: {cubes}")
+    if key not in arrays:
+        raise DataError(f"{path}: no array named {key!r}")
+    wl = arrays.get("wavelengths_nm", arrays.get("wavelengths"))
+    return Cube(check_cube(arrays[key], f"{path}:{key}"),
+                None if wl is None else np.asarray(wl, dtype=np.float32).ravel(), f"{path}:{key}")
+
+
+def read_cube(path: str | Path, variable: str | None = None) -> Cube:
+    """Dispatch on the path: a folder of CAVE PNGs, .mat, .npy/.npz, ENVI .hdr/.img/.raw/.bsq."""
+    path = Path(path)
+    if path.is_dir():
+        return read_cave_scene(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix == ".mat":
+        return read_mat(path, variable)
+    if suffix in (".npy", ".npz"):
+        return read_numpy(path, variable)
+    if suffix in (".hdr", ".img", ".raw", ".bsq", ".bil", ".bip", ".dat") or path.with_suffix(".hdr").is_file():
+        return read_envi(path)
+    raise DataError(f"{path}: unknown cube format {suffix!r} (expected .mat, .npy, .npz, ENVI or a CAVE folder)")
+
+
+def read_wavelength_csv(path: str | Path) -> np.ndarray:
+    """The 'wavelength_nm' column of a CSV (as in CAVE's and PaviaU's wavelengths_nm.csv)."""
+    text = Path(path).read_text().strip().splitlines()
+    header = [h.strip() for h in text[0].split(",")]
+    if "wavelength_nm" not in header:
+        raise DataError(f"{path}: no 'wavelength_nm' column")
+    col = header.index("wavelength_nm")
+    return np.asarray([float(re.split(",", line)[col]) for line in text[1:] if line.strip()], np.float32)

@@ -1,0 +1,121 @@
+"""SSRAN: Spatial-Spectral Residual Attention Network (Zheng, Chen, Lu, IEEE TGRS 60, 2022).
+
+Reads like the paper's figure and the authors' TensorFlow code (SSRAN.py, local_band_attention.py):
+feature extraction -> spatial-spectral residual blocks -> reconstruction -> neighbouring spectral
+attention. Tensors are NCHW: (batch, bands, height, width).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ECA(nn.Module):
+    """Efficient channel attention: global average pool -> 1-D conv across channels -> sigmoid -> scale.
+
+    The 1-D conv has one filter, zero "same" padding and no bias, as `tf.layers.conv1d(...,
+    padding='same', use_bias=False)` in the original. The pool covers whatever H x W it is given,
+    so the output depends on the extent of the input (a 4x4 patch vs a whole tile).
+    """
+
+    def __init__(self, kernel_size: int = 5):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"ECA kernel size must be odd, got {kernel_size}")
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))  # (N, C)
+        weights = torch.sigmoid(self.conv(pooled.unsqueeze(1))).squeeze(1)  # (N, C)
+        return x * weights[:, :, None, None]
+
+
+class SpatialSpectralBlock(nn.Module):
+    """Two 3x3 convs (spatial) beside two 1x1 convs (spectral), fused by a 1x1 conv, ECA, residual."""
+
+    def __init__(self, width: int = 64, eca_kernel: int = 5):
+        super().__init__()
+        self.spatial = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.spectral = nn.Sequential(
+            nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
+        )
+        self.fuse = nn.Sequential(nn.Conv2d(2 * width, width, 1), nn.ReLU(inplace=True))
+        self.attention = ECA(eca_kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.fuse(torch.cat([self.spatial(x), self.spectral(x)], dim=1))
+        return torch.relu(self.attention(features) + x)
+
+
+class SSRAN(nn.Module):
+    """MSI (N, in_bands, H, W) -> HSI (N, out_bands, H, W).
+
+    Defaults are the paper's: width 64, 3 blocks, ECA kernel 5. For 4 -> 103 bands: 278,331 parameters.
+    """
+
+    def __init__(self, in_bands: int, out_bands: int, width: int = 64, num_blocks: int = 3,
+                 eca_kernel: int = 5):
+        super().__init__()
+        if in_bands < 1 or out_bands < 1:
+            raise ValueError(f"band counts must be positive, got {in_bands} -> {out_bands}")
+        self.in_bands, self.out_bands = in_bands, out_bands
+        self.features = nn.Sequential(nn.Conv2d(in_bands, width, 1), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[SpatialSpectralBlock(width, eca_kernel) for _ in range(num_blocks)])
+        self.reconstruct = nn.Conv2d(width, out_bands, 1)
+        self.band_attention = ECA(eca_kernel)  # the neighbouring spectral attention on the output
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Xavier-uniform weights as slim.conv2d's default initializer; zero biases as slim's.
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Conv1d)):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, msi: torch.Tensor) -> torch.Tensor:
+        return self.band_attention(self.reconstruct(self.blocks(self.features(msi))))
+
+
+class LinearSkipSSRAN(nn.Module):
+    """Variant (not in the paper): SSRAN plus a per-pixel linear MSI -> HSI map.
+
+    The linear map is initialised from the least-squares fit on the training pixels and the SSRAN
+    reconstruction starts at zero, so training begins at the linear baseline and SSRAN learns the
+    residual.
+    """
+
+    def __init__(self, in_bands: int, out_bands: int, width: int = 64, num_blocks: int = 3,
+                 eca_kernel: int = 5):
+        super().__init__()
+        self.in_bands, self.out_bands = in_bands, out_bands
+        self.ssran = SSRAN(in_bands, out_bands, width, num_blocks, eca_kernel)
+        self.linear = nn.Conv2d(in_bands, out_bands, 1)
+        nn.init.zeros_(self.ssran.reconstruct.weight)
+
+    def init_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set the skip from a least-squares fit: weight (out_bands, in_bands), bias (out_bands,)."""
+        with torch.no_grad():
+            self.linear.weight.copy_(weight.reshape(self.out_bands, self.in_bands, 1, 1))
+            self.linear.bias.copy_(bias)
+
+    def forward(self, msi: torch.Tensor) -> torch.Tensor:
+        return self.ssran(msi) + self.linear(msi)
+
+
+ARCHITECTURES = {"ssran": SSRAN, "ssran_linear_skip": LinearSkipSSRAN}
+
+
+def build_model(arch: str, in_bands: int, out_bands: int, **kwargs) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](in_bands, out_bands, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

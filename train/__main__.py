@@ -1,0 +1,79 @@
+"""`python -m train` (also `ssran-edge train`): train SSRAN on a named protocol, then report on its
+test split. With no arguments: the default protocol (cave) with the paper's hyper-parameters."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ssran_edge.errors import SSRANEdgeError
+from train.config import RECIPES, TrainConfig, make_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave"])
+    p.add_argument("--recipe", default="paper", choices=sorted(RECIPES),
+                   help="paper: the authors' settings; edge: the recipe of the shipped weights")
+    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip"], help="faithful SSRAN, or SSRAN + least-squares linear skip")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", choices=["step", "cosine"])
+    p.add_argument("--lr-step", type=int, help="epochs between lr drops (step schedule)")
+    p.add_argument("--lr-gamma", type=float)
+    p.add_argument("--optimizer", choices=["adam", "sgd"])
+    p.add_argument("--loss", choices=["l2", "l1"])
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--patches-per-epoch", type=int, help="0 = every stride-1 patch")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--select-mode", choices=["tile", "patch"], help="inference mode for best-on-validation")
+    p.add_argument("--tile", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--num-blocks", type=int)
+    p.add_argument("--eca-kernel", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0 = default)")
+    p.add_argument("--output", help="run folder (default runs/<protocol>-<recipe>-<arch>)")
+    p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
+    p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
+    p.add_argument("--no-report", action="store_true", help="skip the test-split report")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("protocol", "recipe", "resume", "no_report") and v is not None}
+    try:
+        import torch
+
+        from ssran_edge.data.protocols import load_protocol
+        from train.loop import train
+        from train.report import write_report
+
+        config = make_config(args.protocol, args.recipe, **overrides)
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SSRANEdgeError(f"--device {config.device}: CUDA is not available on this machine")
+        data = load_protocol(config.protocol, config.data_root or None)
+        best = train(config, resume=args.resume, data=data)
+        print(f"weights: {best} (card: {best.with_suffix('.json')})")
+        if not args.no_report:
+            report = write_report(best, data, config.device)
+            print(f"report: {best.parent / 'report.md'}\n{report['verdict']}")
+    except (SSRANEdgeError, ValueError) as exc:
+        print(f"python -m train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("python -m train: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The training loop: sampled patches -> SSRAN -> L2/L1 loss; validation every epoch in the chosen
+inference mode; an atomic checkpoint each epoch (resumable); best-on-validation weights kept."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ssran_edge import __version__
+from ssran_edge.baseline import LinearBaseline
+from ssran_edge.checkpoint import load_training_state, save_model, save_training_state, write_json
+from ssran_edge.data.patches import gather_patches, patch_origins
+from ssran_edge.data.protocols import ProtocolData, load_protocol
+from ssran_edge.metrics import psnr
+from ssran_edge.model import LinearSkipSSRAN, build_model, count_parameters
+from ssran_edge.tiling import predict
+from train.config import TrainConfig
+
+log = logging.getLogger("ssran_edge.train")
+
+
+def model_card(config: TrainConfig, data: ProtocolData) -> dict:
+    return {"arch": config.arch, "in_bands": data.in_bands, "out_bands": data.out_bands,
+            "width": config.width, "num_blocks": config.num_blocks, "eca_kernel": config.eca_kernel,
+            "wavelengths_nm": data.wavelengths, "srf": data.srf, "msi_band_names": data.msi_band_names,
+            "protocol": data.name, "inference": {"mode": config.select_mode, "tile": config.tile,
+                                                  "patch": config.patch_size},
+            "version": __version__, "training": config.to_dict()}
+
+
+def evaluate_psnr(model, pairs, mode: str, config: TrainConfig) -> float:
+    model.eval()
+    values = [psnr(p.hsi, predict(model, p.msi, mode, tile=config.tile, patch=config.patch_size,
+                                  device=config.device)) for p in pairs]
+    return float(np.mean(values))
+
+
+def _lr_at(config: TrainConfig, epoch: int) -> float:
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    if config.schedule == "step":
+        return config.lr * config.lr_gamma ** (epoch // config.lr_step)
+    raise ValueError(f"unknown schedule {config.schedule!r} (step or cosine)")
+
+
+def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None = None) -> Path:
+    """Train per `config`; returns the path of the best weights (<output>/model.safetensors)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.output or f"runs/{config.protocol}-{config.recipe}-{config.arch}")
+    out.mkdir(parents=True, exist_ok=True)
+    data = data or load_protocol(config.protocol, config.data_root or None)
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, data.in_bands, data.out_bands, width=config.width,
+                        num_blocks=config.num_blocks, eca_kernel=config.eca_kernel).to(config.device)
+    if isinstance(model, LinearSkipSSRAN):
+        floor = LinearBaseline.fit([p.msi for p in data.train], [p.hsi for p in data.train])
+        model.init_linear(torch.from_numpy(floor.weight.T.copy()), torch.from_numpy(floor.bias))
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    elif config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r} (adam or sgd)")
+    loss_fn = torch.nn.MSELoss() if config.loss == "l2" else torch.nn.L1Loss()
+
+    state_file = out / "checkpoint.pt"
+    start_epoch, best_val, history = 0, -math.inf, []
+    if resume:
+        state = load_training_state(state_file)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best_val, history = int(state["epoch"]), float(state["best_val"]), list(state["history"])
+        log.info("resumed %s at epoch %d (best validation PSNR %.2f dB)", state_file, start_epoch, best_val)
+
+    origins = patch_origins(data.train, config.patch_size)
+    per_epoch = min(config.patches_per_epoch or len(origins), len(origins))
+    log.info("%s: %d -> %d bands, %d parameters, %d patches of %dx%d (%d per epoch)", config.protocol,
+             data.in_bands, data.out_bands, count_parameters(model), len(origins), config.patch_size,
+             config.patch_size, per_epoch)
+    card = model_card(config, data)
+    best_path = out / "model.safetensors"
+    bar = tqdm(range(start_epoch, config.epochs), initial=start_epoch, total=config.epochs, desc=config.protocol,
+               unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        # The epoch's randomness comes from (seed, epoch), so a resumed run replays the same epoch.
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(config, epoch)
+        chosen = origins[rng.permutation(len(origins))[:per_epoch]]
+        model.train()
+        started, total_loss, seen = time.perf_counter(), 0.0, 0
+        for i in range(0, per_epoch, config.batch_size):
+            msi, hsi = gather_patches(data.train, chosen[i: i + config.batch_size], config.patch_size,
+                                      rng if config.augment else None)
+            msi, hsi = torch.from_numpy(msi).to(config.device), torch.from_numpy(hsi).to(config.device)
+            loss = loss_fn(model(msi), hsi)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(msi)
+            seen += len(msi)
+        seconds = time.perf_counter() - started
+        val = evaluate_psnr(model, data.val, config.select_mode, config)
+        if not math.isfinite(total_loss):
+            raise RuntimeError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr")
+        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "val_psnr": val,
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": seconds})
+        if val > best_val:
+            best_val = val
+            save_model(model, best_path, {**card, "best_epoch": epoch + 1, "val_psnr": val})
+        save_training_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "epoch": epoch + 1, "best_val": best_val, "history": history,
+                                         "config": config.to_dict()})
+        write_json(out / "history.json", history)
+        bar.set_postfix(loss=f"{total_loss / seen:.2e}", val_psnr=f"{val:.2f}", best=f"{best_val:.2f}",
+                        s_per_epoch=f"{seconds:.1f}")
+    bar.close()
+    return best_path
