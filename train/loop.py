@@ -54,6 +54,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.output or f"runs/{config.protocol}-{config.recipe}-{config.arch}")
+    state_file = out / "checkpoint.pt"
+    resumed = load_training_state(state_file) if resume else None  # fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     data = data or load_protocol(config.protocol, config.data_root or None)
     torch.manual_seed(config.seed)
@@ -70,10 +72,9 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         raise ValueError(f"unknown optimizer {config.optimizer!r} (adam or sgd)")
     loss_fn = torch.nn.MSELoss() if config.loss == "l2" else torch.nn.L1Loss()
 
-    state_file = out / "checkpoint.pt"
     start_epoch, best_val, history = 0, -math.inf, []
-    if resume:
-        state = load_training_state(state_file)
+    if resumed:
+        state = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best_val, history = int(state["epoch"]), float(state["best_val"]), list(state["history"])

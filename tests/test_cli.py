@@ -1,0 +1,100 @@
+"""The `ssran-edge` command on the bundled model and demo scene (no ../shared needed)."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ssran_edge.assets import DEFAULT_MODEL, MODELS, demo_scene
+from ssran_edge.cli import main
+from ssran_edge.data.readers import read_cube
+from tests.conftest import REPO
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ssran_edge.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_bundled_assets_are_small_and_real():
+    cube = demo_scene()
+    assert cube.data.shape == (256, 256, 31)
+    assert 0 <= cube.data.min() and cube.data.max() <= 1
+    assert cube.data.std() > 0.01  # a real scene, not a constant
+    np.testing.assert_array_equal(cube.wavelengths, np.arange(400, 701, 10))
+    for path in MODELS.values():
+        assert path.is_file() and path.stat().st_size < 5_000_000
+        assert path.with_suffix(".json").is_file()
+
+
+def test_demo_predict_writes_a_cube_and_beats_30_db(tmp_path):
+    out = tmp_path / "demo.npy"
+    result = run_cli("predict", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    hsi = np.load(out)
+    assert hsi.shape == (256, 256, 31) and np.isfinite(hsi).all()
+    psnr = float(re.search(r"PSNR ([\d.]+)", result.stdout).group(1))
+    assert psnr > 30.0, result.stdout
+
+
+def test_predict_envi_output_carries_wavelengths(tmp_path, capsys):
+    assert main(["predict", "--output", str(tmp_path / "cube.hdr")]) == 0
+    cube = read_cube(tmp_path / "cube.hdr")
+    assert cube.data.shape == (256, 256, 31)
+    np.testing.assert_allclose(cube.wavelengths, np.arange(400, 701, 10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.hdr", "cube.img"]
+
+
+def test_predict_on_a_real_msi_file_both_modes(tmp_path, capsys):
+    from ssran_edge.srf import load_srf, simulate_msi
+
+    scene = demo_scene()
+    msi = simulate_msi(scene.data[:64, :64], load_srf("nikon_d700").matrix_for(scene.wavelengths, 31))
+    np.save(tmp_path / "rgb.npy", msi)
+    for mode in ("tile", "patch"):
+        assert main(["predict", str(tmp_path / "rgb.npy"), "--mode", mode,
+                     "--output", str(tmp_path / f"{mode}.npy")]) == 0
+    tile, patch = np.load(tmp_path / "tile.npy"), np.load(tmp_path / "patch.npy")
+    assert tile.shape == patch.shape == (64, 64, 31)
+    assert np.abs(tile - patch).max() > 0  # ECA sees different extents
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: np.save(p / "x.npy", np.random.rand(8, 8, 5).astype(np.float32)),
+     "5 bands, but the model takes 3"),
+    (lambda p: np.save(p / "x.npy", np.full((8, 8, 3), np.nan, np.float32)), "NaN/Inf"),
+    (lambda p: (p / "x.npy").write_bytes(b"\x93NUMPY garbage"), "unreadable NumPy file"),
+    (lambda p: None, "no such file"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, make, message):
+    make(tmp_path)
+    result = run_cli("predict", str(tmp_path / "x.npy"), "--output", str(tmp_path / "out.npy"))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_corrupt_model_is_refused(tmp_path):
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(DEFAULT_MODEL.read_bytes()[:1000])
+    weights.with_suffix(".json").write_text(DEFAULT_MODEL.with_suffix(".json").read_text())
+    result = run_cli("predict", "--model", str(weights), "--output", str(tmp_path / "o.npy"))
+    assert result.returncode == 2 and "cannot load checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_info_prints_the_card(capsys):
+    assert main(["info", "paris"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["in_bands"] == 9 and card["out_bands"] == 128 and card["protocol"] == "paris"
+    assert card["parameters"] > 250_000
+    assert "test_metrics" in card
+
+
+def test_train_subcommand_is_python_m_train():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0 and "--recipe" in result.stdout

@@ -1,0 +1,117 @@
+"""The training core on real data (the Pavia University crop: small enough for CI)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ssran_edge.checkpoint import load_model
+from ssran_edge.data.patches import gather_patches, patch_origins
+from ssran_edge.data.protocols import Pair, load_protocol
+from train.config import make_config
+from train.loop import train
+from train.report import write_report
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.shared_data
+
+TINY = dict(epochs=2, batch_size=8, patch_size=8, patches_per_epoch=24, width=8, num_blocks=1, tile=32,
+            threads=1)
+
+
+@pytest.fixture(scope="module")
+def pavia(shared_data):
+    return load_protocol("pavia", shared_data)
+
+
+def test_protocol_splits_are_disjoint_and_sized(pavia, shared_data):
+    assert (pavia.in_bands, pavia.out_bands) == (4, 103)
+    assert pavia.train[0].msi.shape == (50, 21, 4) and pavia.val[0].msi.shape == (50, 4, 4)
+    assert pavia.test[0].hsi.shape == (50, 25, 103)
+    paris = load_protocol("paris", shared_data)
+    assert (paris.in_bands, paris.out_bands) == (9, 128)
+    assert paris.train[0].msi.shape[1] + paris.val[0].msi.shape[1] == 36
+    assert paris.test[0].msi.shape == (72, 36, 9)
+
+
+def test_paper_patches_are_every_stride_one_4x4():
+    pair = Pair(np.zeros((6, 5, 2), np.float32), np.zeros((6, 5, 3), np.float32))
+    origins = patch_origins([pair], 4)
+    assert len(origins) == 3 * 2
+    msi, hsi = gather_patches([pair], origins, 4)
+    assert msi.shape == (6, 2, 4, 4) and hsi.shape == (6, 3, 4, 4)
+
+
+def test_augmentation_keeps_msi_and_hsi_aligned():
+    rng = np.random.default_rng(0)
+    cube = rng.random((8, 8, 3), dtype=np.float32)
+    pair = Pair(cube[..., :2].copy(), cube.copy())
+    msi, hsi = gather_patches([pair], patch_origins([pair], 8), 8, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(msi, hsi[:, :2])
+
+
+def test_train_resume_and_report(pavia, tmp_path):
+    config = make_config("pavia", "edge", output=str(tmp_path / "run"), **TINY)
+    best = train(config, data=pavia)
+    run = tmp_path / "run"
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and np.isfinite(h["val_psnr"]) for h in history)
+    model, card = load_model(best)
+    assert card["best_epoch"] == int(np.argmax([h["val_psnr"] for h in history])) + 1
+    assert card["val_psnr"] == pytest.approx(max(h["val_psnr"] for h in history))
+
+    # resume: two more epochs continue from the checkpoint, history keeps the first two
+    resumed = make_config("pavia", "edge", output=str(run), **{**TINY, "epochs": 4})
+    train(resumed, resume=True, data=pavia)
+    history2 = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history2] == [1, 2, 3, 4]
+    assert history2[:2] == history
+
+    report = write_report(best, pavia)
+    metrics = report["metrics"]
+    assert set(metrics) == {"ssran_tile", "ssran_patch4", "linear"}
+    assert metrics["linear"]["psnr"] > 30  # the floor on this crop is ~39 dB
+    assert json.loads((run / "report.json").read_text())["protocol"] == "pavia"
+    assert "| pavia |" in (run / "report.md").read_text()
+    _, card = load_model(best)
+    assert card["test_metrics"]["linear"]["psnr"] == pytest.approx(metrics["linear"]["psnr"])
+
+
+def test_same_seed_same_result(pavia, tmp_path):
+    cfg = dict(TINY, epochs=1)
+    a = train(make_config("pavia", "edge", output=str(tmp_path / "a"), **cfg), data=pavia)
+    b = train(make_config("pavia", "edge", output=str(tmp_path / "b"), **cfg), data=pavia)
+    ma, _ = load_model(a)
+    mb, _ = load_model(b)
+    for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert (x == y).all(), k
+
+
+def test_cli_end_to_end_with_linear_skip(tmp_path):
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, "-m", "train", "--protocol", "pavia", "--recipe", "edge", "--arch", "ssran_linear_skip",
+         "--epochs", "1", "--batch-size", "8", "--patch-size", "8", "--patches-per-epoch", "16", "--width", "8",
+         "--num-blocks", "1", "--tile", "32", "--threads", "1", "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"weights: {out / 'model.safetensors'}" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    # the skip starts at the least-squares fit: one short epoch stays close to the floor
+    assert abs(report["metrics"]["ssran_tile"]["psnr"] - report["metrics"]["linear"]["psnr"]) < 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--protocol", "nope"], "invalid choice"),
+    (["--resume", "--output", "/nonexistent/run"], "no training checkpoint to resume from"),
+    (["--lr", "abc"], "invalid float value"),
+])
+def test_cli_bad_input_is_one_line(args, message):
+    result = subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
