@@ -86,9 +86,9 @@ def _uiqi_band(a: np.ndarray, b: np.ndarray, block: int) -> float:
 
 
 def _valid(shape: tuple[int, int], window: int) -> tuple[slice, slice]:
-    # Positions of a centred window of `window` pixels that lie wholly inside the image.
-    lo = (window - 1) // 2
-    hi = window // 2
+    # Output positions of scipy's `window`-wide filters whose window lies wholly inside the image
+    # (MATLAB's filter2 'valid'). scipy centres an even window at size // 2.
+    lo, hi = window // 2, (window - 1) // 2
     return slice(lo, shape[0] - hi), slice(lo, shape[1] - hi)
 
 
@@ -106,6 +106,7 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
 
 def _ssim_band(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     size = min(11, a.shape[0], a.shape[1])
+    size -= 1 - size % 2  # an odd window keeps the Gaussian centred
     window = _gaussian_window(size, 1.5)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     valid = _valid(a.shape, size)

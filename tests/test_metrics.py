@@ -131,13 +131,6 @@ def test_uiqi_block_larger_than_image_is_clipped_to_image():
     assert metrics.uiqi(cube(a), cube(b)) == pytest.approx(expected, rel=1e-12)  # default block 32 > 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG metrics._valid/_uiqi_band: for an even block (the default 32) uniform_filter's window for "
-    "output i covers i-block//2 .. i+block//2-1, but _valid keeps positions from (block-1)//2, so each "
-    "kept 'block' is shifted one pixel up/left and includes a zero-padded row/column (img_qi.m uses exact "
-    "'valid' blocks)",
-)
 def test_uiqi_constant_offset_one_block_even_4x4():
     # a: columns 0,1,2,3 in every row -> mean 1.5, variance (2.25 + .25 + .25 + 2.25)/4 = 1.25.
     # b = a + 1: mean 2.5, variance 1.25, covariance 1.25.

@@ -191,14 +191,13 @@ def test_envi_wavelengths_in_nm(tmp_path):
         np.testing.assert_allclose(out.wavelengths, [450.0, 550.0, 650.0])
 
 
-@pytest.mark.parametrize("units", ["Micrometers", "um", None])
+@pytest.mark.parametrize("units", ["Micrometers", "micrometer", "um", "Unknown"])
 def test_envi_micrometre_header_converted_to_nm(tmp_path, units):
+    # "Unknown" units with centres below 30 are taken as micrometres too.
     import spectral.io.envi as envi
 
     cube = sample_cube((3, 3, 4))
-    metadata = {"wavelength": [0.4, 0.5, 0.6, 2.2]}
-    if units:
-        metadata["wavelength units"] = units
+    metadata = {"wavelength": [0.4, 0.5, 0.6, 2.2], "wavelength units": units}
     hdr = tmp_path / "um.hdr"
     envi.save_image(str(hdr), cube, metadata=metadata, ext=".img")
     out = read_envi(hdr)

@@ -98,17 +98,33 @@ def load_mat_variables(path: str | Path, names: list[str] | None = None) -> dict
 
 def read_mat(path: str | Path, variable: str | None = None) -> Cube:
     """A cube from a .mat file. With no variable named, the single 3-D array in the file is used."""
-    variables = load_mat_variables(path, [variable] if variable else None)
+    variables = load_mat_variables(path)
+    # Band-major unmixing files (Jasper Ridge, Samson): Y is bands x pixels, with nRow/nCol beside it.
+    rows, cols = (int(np.ravel(variables[k])[0]) if k in variables else None for k in ("nRow", "nCol"))
     if variable:
         if variable not in variables:
             raise DataError(f"{path}: no variable named {variable!r}")
         data = variables[variable]
     else:
-        cubes = {k: v for k, v in variables.items() if isinstance(v, np.ndarray) and v.ndim == 3}
+        cubes = {k: v for k, v in variables.items() if isinstance(v, np.ndarray)
+                 and (v.ndim == 3 or (v.ndim == 2 and rows and cols and v.shape[1] == rows * cols))}
         if len(cubes) != 1:
-            raise DataError(f"{path}: name the variable to read; 3-D arrays here: {sorted(cubes)}")
+            raise DataError(f"{path}: name the variable to read; cube-shaped arrays here: {sorted(cubes)}")
         variable, data = next(iter(cubes.items()))
-    return Cube(check_cube(data, f"{path}:{variable}"), None, f"{path}:{variable}")
+    if data.ndim == 2 and rows and cols and data.shape[1] == rows * cols:
+        data = band_major_shape(data, rows, cols)
+    cube = check_cube(data, f"{path}:{variable}")
+    return Cube(cube, _mat_wavelengths(variables, cube.shape[2]), f"{path}:{variable}")
+
+
+def _mat_wavelengths(variables: dict, bands: int) -> np.ndarray | None:
+    """Band centres stored beside the cube (MUUFL's `wavelengths`, AVIRIS' `wl` in um), in nm."""
+    for key in ("wavelengths_nm", "wavelengths", "wavelength", "wl"):
+        value = variables.get(key)
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fiu" and value.size == bands:
+            nm = value.astype(np.float32).ravel()
+            return nm * 1000.0 if nm.max() < 30 else nm  # micrometres -> nm
+    return None
 
 
 # --- CAVE -----------------------------------------------------------------------------------------
