@@ -175,7 +175,7 @@ def read_envi(path: str | Path) -> Cube:
     centres = image.metadata.get("wavelength")
     if centres:
         wavelengths = np.asarray([float(w) for w in centres], dtype=np.float32)
-        units = str(image.metadata.get("wavelength units", "nm")).lower()
+        units = str(image.metadata.get("wavelength units", "")).lower()  # absent: guess from the values
         if units.startswith(("micro", "um", "µm")) or (units not in ("nm", "nanometers") and wavelengths.max() < 30):
             wavelengths *= 1000.0
     return Cube(check_cube(data, str(path)), wavelengths, str(path))
