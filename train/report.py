@@ -68,3 +68,17 @@ def write_report(weights: str | Path, data: ProtocolData, device: str = "cpu") -
     save_model(model, weights, card)
     report["verdict"] = verdict
     return report
+
+
+def combine(report_files: list[str | Path]) -> str:
+    """One Markdown table from several report.json files (for the README)."""
+    rows = [*MD_HEADER]
+    for f in report_files:
+        rows += markdown_rows(json.loads(Path(f).read_text()))
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m train.report runs/*/report.json
+    import sys
+
+    print(combine(sys.argv[1:]))
