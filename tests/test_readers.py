@@ -385,3 +385,17 @@ def test_shared_data_real_files():
     assert cube.shape == (100, 100, 198)
     for r, c in [(0, 0), (1, 0), (0, 1), (37, 82), (99, 3), (99, 99)]:
         np.testing.assert_array_equal(cube[r, c], Y[:, c * 100 + r])
+
+
+@pytest.mark.shared_data
+def test_read_cube_understands_band_major_files_and_stored_wavelengths(shared_data):
+    from ssran_edge.data.readers import read_cube
+
+    jasper = read_cube(shared_data / "jasper_ridge" / "JasperRidge2_R198.mat")
+    assert jasper.data.shape == (100, 100, 198)
+    samson = read_cube(shared_data / "samson" / "Samson.mat")
+    assert samson.data.shape == (95, 95, 156) and samson.data.max() <= 1.0
+    muufl = read_cube(shared_data / "muufl_gulfport" / "an_hsi_image_sub_for_demo.mat", "hsi_img_sub")
+    assert muufl.data.shape == (51, 88, 72)
+    assert muufl.wavelengths[0] == pytest.approx(367.7, abs=0.1)
+    assert muufl.wavelengths[-1] == pytest.approx(1043.4, abs=0.1)
