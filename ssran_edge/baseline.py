@@ -13,7 +13,7 @@ class LinearBaseline:
     bias: np.ndarray  # (out_bands,)
 
     @classmethod
-    def fit(cls, msi_regions: list[np.ndarray], hsi_regions: list[np.ndarray]) -> "LinearBaseline":
+    def fit(cls, msi_regions: list[np.ndarray], hsi_regions: list[np.ndarray]) -> LinearBaseline:
         x = np.concatenate([m.reshape(-1, m.shape[-1]) for m in msi_regions]).astype(np.float64)
         y = np.concatenate([h.reshape(-1, h.shape[-1]) for h in hsi_regions]).astype(np.float64)
         design = np.hstack([x, np.ones((len(x), 1))])

@@ -85,7 +85,7 @@ def cmd_info(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ssran_edge.data.protocols import load_protocol
-    from train.report import evaluate, markdown_rows, MD_HEADER
+    from train.report import MD_HEADER, evaluate, markdown_rows
 
     path, _, card = _load(args.model)
     report = evaluate(path, load_protocol(args.protocol or card["protocol"], args.data_root), args.device)

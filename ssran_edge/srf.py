@@ -68,7 +68,7 @@ def resample_curves(curve_nm: np.ndarray, curves: np.ndarray, centres: np.ndarra
                             (centres[1:] + centres[:-1]) / 2,
                             [centres[-1] + (centres[-1] - centres[-2]) / 2 if len(centres) > 1 else centres[-1] + 5]])
     out = np.empty((curves.shape[1], len(centres)))
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         inside = (curve_nm >= lo) & (curve_nm < hi)
         if inside.sum() >= 2:
             out[:, i] = curves[inside].mean(axis=0)
@@ -96,9 +96,9 @@ def load_srf(name_or_path: str | Path) -> SRF:
             raise DataError(f"SRF {path}: matrix has NaN/Inf or negative weights")
         return SRF(name, [f"band{i + 1}" for i in range(matrix.shape[0])], matrix=matrix)
     try:
-        lines = [l for l in path.read_text().splitlines() if l.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
         header = [h.strip() for h in lines[0].split(",")]
-        table = np.asarray([[float(v) for v in l.split(",")] for l in lines[1:]], dtype=np.float64)
+        table = np.asarray([[float(v) for v in line.split(",")] for line in lines[1:]], dtype=np.float64)
     except (ValueError, UnicodeDecodeError, IndexError) as exc:
         raise DataError(f"SRF {path}: not a numeric CSV curve table ({exc})") from None
     if header[0] != "wavelength_nm" or table.ndim != 2 or table.shape[1] != len(header) or table.shape[1] < 2:

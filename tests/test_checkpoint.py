@@ -24,7 +24,7 @@ def test_round_trip(saved):
     model, path = saved
     loaded, card = load_model(path)
     assert card["format"] == "ssran-edge" and card["in_bands"] == 3
-    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     assert not loaded.training
 
@@ -81,6 +81,7 @@ class _Payload:
         return (os.system, ("echo pwned > /dev/null",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_payload_is_refused_by_weights_only(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:

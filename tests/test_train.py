@@ -10,10 +10,10 @@ import pytest
 from ssran_edge.checkpoint import load_model
 from ssran_edge.data.patches import gather_patches, patch_origins
 from ssran_edge.data.protocols import Pair, load_protocol
+from tests.conftest import REPO
 from train.config import make_config
 from train.loop import train
 from train.report import write_report
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.shared_data
 
@@ -86,7 +86,7 @@ def test_same_seed_same_result(pavia, tmp_path):
     b = train(make_config("pavia", "edge", output=str(tmp_path / "b"), **cfg), data=pavia)
     ma, _ = load_model(a)
     mb, _ = load_model(b)
-    for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items()):
+    for (k, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
         assert (x == y).all(), k
 
 

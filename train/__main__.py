@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave"])
     p.add_argument("--recipe", default="paper", choices=sorted(RECIPES),
                    help="paper: the authors' settings; edge: the recipe of the shipped weights")
-    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip"], help="faithful SSRAN, or SSRAN + least-squares linear skip")
+    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip"],
+                   help="faithful SSRAN, or SSRAN + a least-squares linear skip")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

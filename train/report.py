@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.baseline import LinearBaseline
-from ssran_edge.checkpoint import load_model, save_model, write_json, atomic_path
+from ssran_edge.checkpoint import atomic_path, load_model, save_model, write_json
 from ssran_edge.data.protocols import ProtocolData
 from ssran_edge.metrics import quality_assessment
 from ssran_edge.tiling import predict
@@ -18,18 +18,21 @@ COLUMNS = ("psnr", "sam", "ergas", "rmse", "uiqi", "ssim", "cc", "dd")
 
 
 def _mean_metrics(pairs, estimates) -> dict[str, float]:
-    per_region = [quality_assessment(p.hsi, e) for p, e in zip(pairs, estimates)]
+    per_region = [quality_assessment(p.hsi, e) for p, e in zip(pairs, estimates, strict=True)]
     return {k: float(np.mean([m[k] for m in per_region])) for k in per_region[0]}
 
 
 def evaluate(weights: str | Path, data: ProtocolData, device: str = "cpu") -> dict:
     """Metrics on the test split (mean over test regions) for both inference modes and the floor."""
     model, card = load_model(weights, device)
-    tile, patch = card["inference"]["tile"], card["inference"]["patch"]
+    tile = card["inference"]["tile"]
     floor = LinearBaseline.fit([p.msi for p in data.train], [p.hsi for p in data.train])
+    def run(mode):
+        return [predict(model, p.msi, mode, tile=tile, patch=4, device=device) for p in data.test]
+
     results = {
-        "ssran_tile": _mean_metrics(data.test, [predict(model, p.msi, "tile", tile=tile, device=device) for p in data.test]),
-        "ssran_patch4": _mean_metrics(data.test, [predict(model, p.msi, "patch", patch=4, device=device) for p in data.test]),
+        "ssran_tile": _mean_metrics(data.test, run("tile")),
+        "ssran_patch4": _mean_metrics(data.test, run("patch")),
         "linear": _mean_metrics(data.test, [floor.predict(p.msi) for p in data.test]),
     }
     return {"protocol": data.name, "arch": card["arch"], "recipe": card["training"]["recipe"],
@@ -56,8 +59,9 @@ def write_report(weights: str | Path, data: ProtocolData, device: str = "cpu") -
     report = evaluate(weights, data, device)
     out = weights.parent
     write_json(out / "report.json", report)
-    best_mode = "ssran_tile" if report["metrics"]["ssran_tile"]["psnr"] >= report["metrics"]["ssran_patch4"]["psnr"] else "ssran_patch4"
-    m, lin = report["metrics"][best_mode], report["metrics"]["linear"]
+    metrics = report["metrics"]
+    best_mode = max(("ssran_tile", "ssran_patch4"), key=lambda mode: metrics[mode]["psnr"])
+    m, lin = metrics[best_mode], metrics["linear"]
     verdict = (f"SSRAN ({best_mode}) vs linear: {m['psnr'] - lin['psnr']:+.2f} dB PSNR, "
                f"{m['sam'] - lin['sam']:+.2f} deg SAM")
     with atomic_path(out / "report.md") as tmp:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssran_edge.data.readers import Cube, read_cave_scene, read_mat, read_wavelength_csv, load_mat_variables
+from ssran_edge.data.readers import load_mat_variables, read_cave_scene, read_mat, read_wavelength_csv
 from ssran_edge.errors import DataError
 from ssran_edge.srf import load_srf, simulate_msi
 

@@ -28,7 +28,7 @@ class Cube:
     def bands(self) -> int:
         return self.data.shape[2]
 
-    def crop(self, rows: slice = slice(None), cols: slice = slice(None)) -> "Cube":
+    def crop(self, rows: slice = slice(None), cols: slice = slice(None)) -> Cube:
         return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source)
 
 
