@@ -11,6 +11,7 @@ border), each run on its own, as the authors' test script does.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,44 +28,69 @@ def _starts(length: int, size: int) -> list[int]:
     return starts
 
 
-@torch.no_grad()
-def _run_windows(model, msi: np.ndarray, windows, out_bands: int, device, batch: int) -> np.ndarray:
+InferFn = Callable[[np.ndarray], np.ndarray]  # (N, in_bands, h, w) float32 -> (N, out_bands, h, w)
+
+
+def torch_infer(model: torch.nn.Module, device: str | torch.device = "cpu") -> InferFn:
+    """Wrap a PyTorch model as a numpy batch function."""
+
+    @torch.no_grad()
+    def infer(batch: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return infer
+
+
+def _run_windows(infer: InferFn, msi: np.ndarray, windows, out_bands: int, batch: int) -> np.ndarray:
     """windows: list of ((r0, r1, c0, c1) input window, (r0, r1, c0, c1) kept region)."""
     h, w, _ = msi.shape
     out = np.zeros((h, w, out_bands), np.float32)
-    chw = torch.from_numpy(np.ascontiguousarray(msi.transpose(2, 0, 1)))
+    chw = np.ascontiguousarray(msi.transpose(2, 0, 1), dtype=np.float32)
     by_shape = defaultdict(list)  # windows of one size batch together
     for window, keep in windows:
         by_shape[(window[1] - window[0], window[3] - window[2])].append((window, keep))
     for group in by_shape.values():
         for i in range(0, len(group), batch):
             chunk = group[i: i + batch]
-            x = torch.stack([chw[:, r0:r1, c0:c1] for (r0, r1, c0, c1), _ in chunk]).to(device)
-            y = model(x).float().cpu().numpy()
+            y = infer(np.stack([chw[:, r0:r1, c0:c1] for (r0, r1, c0, c1), _ in chunk]))
             for k, ((r0, _, c0, _), (kr0, kr1, kc0, kc1)) in enumerate(chunk):
                 out[kr0:kr1, kc0:kc1] = y[k, :, kr0 - r0: kr1 - r0, kc0 - c0: kc1 - c0].transpose(1, 2, 0)
     return out
 
 
-def predict_tiled(model: torch.nn.Module, msi: np.ndarray, tile: int = 256, halo: int = 8,
-                  batch: int = 4, device: str | torch.device = "cpu") -> np.ndarray:
-    """(H, W, in_bands) -> (H, W, out_bands); tiles of `tile` px with `halo` px of context."""
-    h, w, _ = msi.shape
+def tile_windows(h: int, w: int, tile: int, halo: int):
+    """((input window), (kept region)) pairs covering an h x w frame."""
     windows = []
     for r in _starts(h, tile):
         for c in _starts(w, tile):
             keep = (r, min(r + tile, h), c, min(c + tile, w))
             window = (max(keep[0] - halo, 0), min(keep[1] + halo, h), max(keep[2] - halo, 0), min(keep[3] + halo, w))
             windows.append((window, keep))
-    return _run_windows(model, msi, windows, model.out_bands, device, batch)
+    return windows
+
+
+def run_tiled(infer: InferFn, msi: np.ndarray, out_bands: int, tile: int = 256, halo: int = 8,
+              batch: int = 4) -> np.ndarray:
+    """(H, W, in_bands) -> (H, W, out_bands) through any batch function, in tiles with a halo."""
+    return _run_windows(infer, msi, tile_windows(*msi.shape[:2], tile, halo), out_bands, batch)
+
+
+def run_patches(infer: InferFn, msi: np.ndarray, out_bands: int, patch: int = 4, batch: int = 4096) -> np.ndarray:
+    """The paper's inference: each patch x patch square on its own, no context, no overlap."""
+    h, w, _ = msi.shape
+    windows = [((r, r + patch, c, c + patch),) * 2 for r in _starts(h, patch) for c in _starts(w, patch)]
+    return _run_windows(infer, msi, windows, out_bands, batch)
+
+
+def predict_tiled(model: torch.nn.Module, msi: np.ndarray, tile: int = 256, halo: int = 8,
+                  batch: int = 4, device: str | torch.device = "cpu") -> np.ndarray:
+    """A PyTorch model over (H, W, in_bands) in tiles of `tile` px with `halo` px of context."""
+    return run_tiled(torch_infer(model, device), msi, model.out_bands, tile, halo, batch)
 
 
 def predict_patches(model: torch.nn.Module, msi: np.ndarray, patch: int = 4, batch: int = 4096,
                     device: str | torch.device = "cpu") -> np.ndarray:
-    """The paper's inference: each patch x patch square on its own, no context, no overlap."""
-    h, w, _ = msi.shape
-    windows = [((r, r + patch, c, c + patch),) * 2 for r in _starts(h, patch) for c in _starts(w, patch)]
-    return _run_windows(model, msi, windows, model.out_bands, device, batch)
+    return run_patches(torch_infer(model, device), msi, model.out_bands, patch, batch)
 
 
 def predict(model, msi: np.ndarray, mode: str = "tile", tile: int = 256, patch: int = 4,

@@ -1,0 +1,85 @@
+"""`python -m export` (also `ssran-edge export`): SSRAN -> ONNX (fp32, ORT-optimised CPU graph), FP16,
+INT8 QDQ calibrated on the protocol's real training data, TensorRT engines where TensorRT and a GPU
+are present. Every artefact is gated on accuracy drift against the fp32 PyTorch model.
+
+  python -m export --fp16                 bundled CAVE model -> exports/cave/
+  python -m export --int8 --calib-method entropy --weights runs/paris-edge-ssran/model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ssran_edge.errors import SSRANEdgeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", "--model", dest="weights",
+                   help="checkpoint (.safetensors + .json card) or a bundled name: cave (default), paris")
+    p.add_argument("--output", help="output folder (default exports/<model name>)")
+    p.add_argument("--fp16", "--half", dest="fp16", action="store_true", help="FP16 ONNX (+ FP16 engine with TensorRT)")
+    p.add_argument("--fp16-io", action="store_true", help="fp16 input/output tensors in the FP16 ONNX")
+    p.add_argument("--int8", action="store_true", help="INT8 QDQ ONNX calibrated on real data (+ INT8 engine)")
+    p.add_argument("--engine", action="store_true", help="require TensorRT engines (fail if TensorRT is missing)")
+    p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
+                   help="dynamic batch/height/width in the ONNX")
+    p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True, help="onnxslim the graph")
+    p.add_argument("--imgsz", "--tile", dest="imgsz", type=int, default=0,
+                   help="tile size the runtime feeds (default: the model card's)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per batch (TensorRT profile maximum)")
+    p.add_argument("--data", help="protocol whose training data calibrates INT8 and whose validation split "
+                                  "gates drift (default: the model's)")
+    p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
+    p.add_argument("--calib-samples", type=int, default=64, help="calibration tiles")
+    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    p.add_argument("--calib-tile", type=int, default=64, help="calibration tile size")
+    p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB")
+    p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
+    p.add_argument("--max-drop-fp16", type=float, default=0.05, help="dB of PSNR the FP16 artefacts may lose")
+    p.add_argument("--max-drop-int8", type=float, default=0.3, help="dB of PSNR the INT8 artefacts may lose")
+    p.add_argument("--drift-regions", type=int, default=0, help="validation regions to gate on (0 = all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Our progress at INFO; the exporters' own chatter (onnxscript, onnx_ir, onnxslim) only if it matters.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("ssran_edge").setLevel(logging.INFO)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
+    try:
+        from export.drift import DEFAULT_MAX_DROP_DB
+        from export.pipeline import ExportOptions, run_export
+        from ssran_edge.assets import DEFAULT_MODEL, MODELS
+
+        weights = Path(MODELS.get(args.weights, args.weights or DEFAULT_MODEL))
+        output = Path(args.output or f"exports/{weights.stem}")
+        opts = ExportOptions(
+            weights=weights, output=output, fp16=args.fp16, int8=args.int8, engine=args.engine,
+            fp16_io=args.fp16_io, dynamic=args.dynamic, simplify=args.simplify, imgsz=args.imgsz,
+            batch=args.batch, data=args.data or "", data_root=args.data_root or "",
+            calib_samples=args.calib_samples, calib_method=args.calib_method, calib_tile=args.calib_tile,
+            workspace=args.workspace, device=args.device, drift_regions=args.drift_regions,
+            max_drop_db={**DEFAULT_MAX_DROP_DB, "fp16": args.max_drop_fp16, "int8": args.max_drop_int8})
+        manifest = run_export(opts)
+    except SSRANEdgeError as exc:
+        print(f"python -m export: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("python -m export: interrupted; nothing half-written", file=sys.stderr)
+        return 130
+    print((output / "drift.md").read_text())
+    for artefact in manifest["artefacts"]:
+        print(f"wrote {output / artefact['file']} ({artefact['bytes'] / 1e6:.2f} MB, {artefact['precision']})")
+    print(f"TensorRT: {manifest['tensorrt']}")
+    print(f"manifest: {output / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

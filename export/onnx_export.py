@@ -1,0 +1,174 @@
+"""SSRAN -> ONNX: dynamic batch/height/width, checked, simplified, with metadata; plus ONNX Runtime's
+offline-optimised CPU graph (Conv+ReLU fused) and an FP16 variant.
+
+Exporter: torch.onnx's dynamo exporter (torch.export). The TorchScript ("legacy") exporter is
+deprecated upstream; the dynamo graph of SSRAN is clean (Conv, Relu, Concat, ReduceMean,
+Sigmoid, Mul, Add) and its dynamic dimensions are declared, not guessed from a trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from ssran_edge import __version__
+from ssran_edge.checkpoint import atomic_path
+from ssran_edge.errors import SSRANEdgeError
+
+log = logging.getLogger("ssran_edge.export")
+INPUT, OUTPUT = "msi", "hsi"
+OPSET = 20
+
+
+class ExportError(SSRANEdgeError):
+    """An export that cannot be produced or does not pass its checks."""
+
+
+def card_metadata(card: dict[str, Any], precision: str, **extra: Any) -> dict[str, Any]:
+    """metadata_props for every artefact: what a runtime needs to trust and use the file."""
+    meta = {
+        "ssran_edge.version": __version__,
+        "ssran_edge.precision": precision,
+        "ssran_edge.in_bands": card["in_bands"],
+        "ssran_edge.out_bands": card["out_bands"],
+        "ssran_edge.wavelengths_nm": card.get("wavelengths_nm"),
+        "ssran_edge.srf": card.get("srf"),
+        "ssran_edge.msi_band_names": card.get("msi_band_names"),
+        "ssran_edge.protocol": card.get("protocol"),
+        "ssran_edge.arch": card.get("arch"),
+        "ssran_edge.inference": card.get("inference"),
+        "ssran_edge.test_metrics": card.get("test_metrics"),
+        **{f"ssran_edge.{k}": v for k, v in extra.items()},
+    }
+    return meta
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.ModelProto:
+    """Write metadata_props (strings as they are, anything else as JSON)."""
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in metadata.items():
+        prop = existing.get(key) or model.metadata_props.add()
+        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
+    return model
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """metadata_props of an ONNX file, JSON values decoded."""
+    model = onnx.load(str(path), load_external_data=False)
+    out = {}
+    for prop in model.metadata_props:
+        try:
+            out[prop.key] = json.loads(prop.value)
+        except json.JSONDecodeError:
+            out[prop.key] = prop.value
+    return out
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.checker.check_model(model, full_check=True)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_fp32(model: torch.nn.Module, imgsz: int = 64, dynamic: bool = True,
+                simplify: bool = True) -> onnx.ModelProto:
+    """Export with dynamic (batch, height, width) unless dynamic=False (then fixed 1 x imgsz x imgsz)."""
+    model = model.eval().float().cpu()
+    example = torch.rand(1, model.in_bands, imgsz, imgsz)
+    dims = None
+    if dynamic:
+        dims = {"msi": {0: torch.export.Dim("batch", min=1, max=1024), 2: torch.export.Dim("height", min=2),
+                        3: torch.export.Dim("width", min=2)}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT],
+                                    output_names=[OUTPUT], dynamic_shapes=dims, verbose=False)
+    proto = program.model_proto
+    if simplify:
+        import onnxslim
+
+        proto = onnxslim.slim(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def convert_fp16(proto: onnx.ModelProto, keep_io_types: bool = True) -> onnx.ModelProto:
+    """FP16 weights and compute (onnxconverter-common); I/O stay fp32 unless keep_io_types=False."""
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about values clipped to the fp16 range
+        return float16.convert_float_to_float16(proto, keep_io_types=keep_io_types)
+
+
+def ort_optimize(src: Path, dst: Path) -> Path:
+    """ONNX Runtime's offline graph optimisation for the CPU provider (Conv+ReLU -> FusedConv, ECA's
+    conv+sigmoid fused, NCHWc layout). The result is tied to the CPU provider, as ORT documents."""
+    import onnxruntime as ort
+
+    with atomic_path(dst) as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(tmp)
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    return dst
+
+
+def op_counts(path_or_proto) -> dict[str, int]:
+    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto))
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def model_bytes(proto: onnx.ModelProto) -> bytes:
+    buffer = io.BytesIO()
+    onnx.save(proto, buffer)
+    return buffer.getvalue()
+
+
+def ort_session(path: str | Path, providers: list[str] | None = None, threads: int = 0):
+    """An ONNX Runtime session; a corrupt or empty file is one clear error."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ExportError(f"{path}: missing or empty ONNX file")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+
+
+def ort_infer(session):
+    """A numpy batch function (N, C, h, w) -> (N, out, h, w) over an ORT session, casting to the
+    input's dtype (fp16 models with fp16 I/O)."""
+    input_meta = session.get_inputs()[0]
+    dtype = np.float16 if input_meta.type == "tensor(float16)" else np.float32
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_meta.name: batch.astype(dtype, copy=False)})[0].astype(np.float32)
+
+    return infer

@@ -1,0 +1,221 @@
+"""One export: stage every artefact in a temp folder, gate each on accuracy drift against the fp32
+PyTorch model, then move the ones that pass under their final names. A failing artefact never
+appears under its final name; the run then exits non-zero."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export import drift as drift_gate
+from export.onnx_export import (
+    ExportError,
+    card_metadata,
+    convert_fp16,
+    export_fp32,
+    ort_infer,
+    ort_optimize,
+    ort_session,
+    save_onnx,
+    set_metadata,
+    sha256,
+)
+from export.tensorrt_engine import sidecar_path
+from ssran_edge import __version__
+from ssran_edge.checkpoint import atomic_path, load_model, write_json
+from ssran_edge.data.protocols import Pair, ProtocolData, load_protocol
+from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.tiling import torch_infer
+
+log = logging.getLogger("ssran_edge.export")
+
+
+@dataclass
+class ExportOptions:
+    weights: Path
+    output: Path
+    fp16: bool = False
+    int8: bool = False
+    engine: bool = False  # insist on TensorRT engines (fail if TensorRT is missing)
+    fp16_io: bool = False  # fp16 input/output tensors in the FP16 ONNX (default: fp32 I/O, casts inside)
+    dynamic: bool = True
+    simplify: bool = True
+    imgsz: int = 0  # tile size the runtime feeds; 0 = the model card's
+    batch: int = 4  # tiles per batch (TensorRT profile max)
+    halo: int = 8
+    data: str = ""  # protocol name; default: the model card's
+    data_root: str = ""
+    calib_samples: int = 64
+    calib_method: str = "minmax"
+    calib_tile: int = 64
+    workspace: float = 4.0  # GiB, TensorRT builder
+    device: str = "cpu"  # cpu, cuda:N or dla:N (TensorRT target)
+    max_drop_db: dict[str, float] = field(default_factory=lambda: dict(drift_gate.DEFAULT_MAX_DROP_DB))
+    drift_regions: int = 0  # 0 = every validation region
+
+
+def check_options(opts: ExportOptions) -> None:
+    """Refuse flag combinations that make no sense, before any work."""
+    if opts.fp16_io and not opts.fp16:
+        raise ExportError("--fp16-io needs --fp16")
+    if opts.device.startswith("dla") and not (opts.fp16 or opts.int8):
+        raise ExportError("--device dla:N needs --fp16 or --int8 (DLA runs no fp32)")
+    if opts.engine and not (opts.fp16 or opts.int8):
+        raise ExportError("--engine builds FP16/INT8 TensorRT engines: add --fp16 and/or --int8")
+    if not (opts.device == "cpu" or opts.device.startswith(("cuda", "dla"))):
+        raise ExportError(f"--device {opts.device!r}: use cpu, cuda:N or dla:N")
+    if opts.batch < 1 or opts.calib_samples < 1 or opts.imgsz < 0:
+        raise ExportError("--batch, --calib-samples must be >= 1 and --imgsz >= 0")
+
+
+def validation_data(card: dict, opts: ExportOptions) -> ProtocolData:
+    protocol = opts.data or card.get("protocol")
+    try:
+        data = load_protocol(protocol, opts.data_root or None)
+    except DataError as exc:
+        raise DataError(f"no validation/calibration data for protocol {protocol!r}: {exc}") from None
+    if (data.in_bands, data.out_bands) != (card["in_bands"], card["out_bands"]):
+        raise DataError(f"protocol {protocol} has {data.in_bands} -> {data.out_bands} bands; "
+                        f"the model takes {card['in_bands']} -> {card['out_bands']}")
+    return data
+
+
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+        probe.close()
+    except OSError as exc:
+        raise ExportError(f"output folder {folder} is not writable ({exc.strerror or exc})") from None
+
+
+def run_export(opts: ExportOptions) -> dict:
+    """Produce the artefacts; returns the manifest. Raises ExportError when a gate fails (after the
+    passing artefacts have landed)."""
+    check_options(opts)
+    started = time.perf_counter()
+    model, card = load_model(opts.weights)
+    tile = opts.imgsz or card["inference"]["tile"]
+    data = validation_data(card, opts)
+    val: list[Pair] = data.val[: opts.drift_regions] if opts.drift_regions else data.val
+    engine_wanted = opts.engine or opts.device.startswith(("cuda", "dla"))
+    trt_ok, trt_reason = False, "not requested"
+    if engine_wanted or opts.fp16 or opts.int8:
+        from export.tensorrt_engine import tensorrt_status
+
+        trt_ok, trt_reason = tensorrt_status()
+        if engine_wanted and not trt_ok:
+            raise ExportError(f"TensorRT not available: {trt_reason}")
+    _writable(opts.output)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=opts.output))
+    try:
+        manifest = _build_all(opts, model, card, data, val, tile, stage, trt_ok, trt_reason)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    manifest["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(opts.output / "manifest.json", manifest)
+    failed = [d["artefact"] for d in manifest["drift"] if not d["passed"]]
+    if failed:
+        raise ExportError(f"accuracy-drift gate failed for {', '.join(failed)} (see {opts.output / 'drift.md'}); "
+                          "those artefacts were not written")
+    return manifest
+
+
+def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, trt_reason: str) -> dict:
+    common = dict(export_tile=tile, export_halo=opts.halo)
+    fp32_torch = torch_infer(model)
+    references = drift_gate.reference_outputs(fp32_torch, val, card["out_bands"], tile)
+
+    def gate(name: str, precision: str, infer) -> drift_gate.Drift:
+        result = drift_gate.measure(name, precision, infer, val, references, card["out_bands"], tile,
+                                    opts.max_drop_db[precision])
+        log.info("%s: PSNR %.3f dB vs GT (fp32 torch %.3f), %.2f dB vs fp32, gate %s", name, result.psnr_gt,
+                 result.psnr_gt_fp32, result.psnr_vs_fp32, "pass" if result.passed else "FAIL")
+        return result
+
+    staged: list[tuple[str, drift_gate.Drift, dict]] = []  # (file name, drift, extra manifest fields)
+
+    def add_onnx(name: str, precision: str, extra: dict) -> None:
+        staged.append((name, gate(name, precision, ort_infer(ort_session(stage / name))), extra))
+
+    proto = export_fp32(model, imgsz=min(tile, 64), dynamic=opts.dynamic, simplify=opts.simplify)
+    save_onnx(set_metadata(proto, card_metadata(card, "fp32", **common)), stage / "model.onnx")
+    add_onnx("model.onnx", "fp32", {"exporter": "torch.onnx dynamo", "simplified": opts.simplify})
+    ort_optimize(stage / "model.onnx", stage / "model_cpu.onnx")
+    add_onnx("model_cpu.onnx", "fp32", {"note": "ONNX Runtime ORT_ENABLE_ALL graph for the CPU provider "
+                                                "(fused Conv+ReLU, NCHWc)"})
+    if opts.fp16:
+        io = "fp16" if opts.fp16_io else "fp32"
+        fp16 = convert_fp16(proto, keep_io_types=not opts.fp16_io)
+        save_onnx(set_metadata(fp16, card_metadata(card, "fp16", io=io, **common)), stage / "model_fp16.onnx")
+        add_onnx("model_fp16.onnx", "fp16", {"io": io})
+    if opts.int8:
+        import onnx
+
+        from export.quantize import TileCalibrationReader, quantize_int8
+
+        reader = TileCalibrationReader(data.train, card["in_bands"], opts.calib_samples, opts.calib_tile)
+        calib = quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method)
+        int8 = onnx.load(str(stage / "model_int8.onnx"))
+        save_onnx(set_metadata(int8, card_metadata(card, "int8", **common, **calib)), stage / "model_int8.onnx")
+        add_onnx("model_int8.onnx", "int8", calib)
+    if trt_ok:
+        staged += _build_engines(opts, card, tile, stage, gate)
+
+    # Land what passed (an engine with its sidecar); drop what failed, and any older file of that name,
+    # so a stale artefact never passes for the new one.
+    artefacts = []
+    for name, result, extra in staged:
+        files = [name] + ([sidecar_path(Path(name)).name] if name.endswith(".engine") else [])
+        for f in files:
+            if result.passed:
+                os.replace(stage / f, opts.output / f)
+            else:
+                (opts.output / f).unlink(missing_ok=True)
+        if result.passed:
+            artefacts.append({"file": name, "precision": result.precision, "sha256": sha256(opts.output / name),
+                              "bytes": (opts.output / name).stat().st_size, **extra})
+    drifts = [r for _, r, _ in staged]
+    with atomic_path(opts.output / "drift.md") as tmp:
+        tmp.write_text(f"# Accuracy drift: {card.get('protocol')} validation split ({len(val)} regions, "
+                       f"tile {tile})\n\n{drift_gate.MD_HEADER}\n" + "\n".join(d.markdown() for d in drifts) + "\n")
+    write_json(opts.output / "drift.json", [d.to_dict() for d in drifts])
+    return {"ssran_edge_version": __version__, "source_weights": str(opts.weights),
+            "source_sha256": sha256(opts.weights), "protocol": card.get("protocol"),
+            "bands": [card["in_bands"], card["out_bands"]], "tile": tile, "halo": opts.halo,
+            "artefacts": artefacts, "drift": [d.to_dict() for d in drifts],
+            "tensorrt": "built" if trt_ok else f"skipped: {trt_reason}", "options": _jsonable(opts)}
+
+
+def _build_engines(opts, card, tile, stage, gate) -> list:
+    from export.tensorrt_engine import Profile, build_engine
+
+    out = []
+    dla = int(opts.device.split(":")[1]) if opts.device.startswith("dla") else None
+    # Tiles are tile + 2 halo wide inside a frame and smaller at its borders or in small frames.
+    profile = Profile.for_tiles(card["in_bands"], tile + 2 * opts.halo, opts.batch, min_tile=16)
+    cache = opts.output / "timing.cache"
+    for precision, source in (("fp16", "model.onnx"), ("int8", "model_int8.onnx")):
+        if not getattr(opts, precision):
+            continue
+        name = f"model_{precision}.engine"
+        build_engine(stage / source, stage / name, precision=precision, profiles=[profile],
+                     workspace_gib=opts.workspace, timing_cache=cache, dla_core=dla,
+                     extra_metadata=card_metadata(card, precision))
+        from cpp_free_runtime.runners import TrtRunner
+
+        with TrtRunner(stage / name) as runner:
+            out.append((name, gate(name, precision, runner.infer), {"dla_core": dla}))
+    return out
+
+
+def _jsonable(opts: ExportOptions) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}
+
+
+__all__ = ["ExportOptions", "run_export", "SSRANEdgeError"]

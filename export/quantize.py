@@ -1,0 +1,75 @@
+"""INT8 by explicit quantization: a QDQ ONNX from onnxruntime.quantization.quantize_static, calibrated
+on tiles of the protocol's real training data. The same QDQ model runs on ONNX Runtime (CPU) and is
+what TensorRT >= 10 builds INT8 engines from (its implicit calibrators are deprecated)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from ssran_edge.data.protocols import Pair
+from ssran_edge.data.readers import check_cube
+from ssran_edge.errors import DataError
+
+log = logging.getLogger("ssran_edge.export")
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+
+
+class TileCalibrationReader(CalibrationDataReader):
+    """Random tiles of real MSI (N=1 each), drawn reproducibly from the training regions."""
+
+    def __init__(self, pairs: list[Pair], in_bands: int, samples: int = 64, tile: int = 64, seed: int = 0,
+                 input_name: str = "msi"):
+        if samples < 1:
+            raise DataError(f"--calib-samples must be at least 1, got {samples}")
+        rng = np.random.default_rng(seed)
+        self.tiles = []
+        for k in range(samples):
+            pair = pairs[k % len(pairs)]
+            msi = check_cube(pair.msi, f"calibration region {pair.name}", in_bands)
+            h, w = msi.shape[:2]
+            th, tw = min(tile, h), min(tile, w)
+            r, c = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
+            self.tiles.append(np.ascontiguousarray(msi[r:r + th, c:c + tw].transpose(2, 0, 1))[None])
+        self.input_name = input_name
+        self._iter = iter(self.tiles)
+
+    def get_next(self):
+        tile = next(self._iter, None)
+        return None if tile is None else {self.input_name: tile}
+
+    def rewind(self) -> None:
+        self._iter = iter(self.tiles)
+
+
+def eca_conv_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the 1-D attention convs (3-D weights): tiny, and their output drives a sigmoid gate
+    on every channel, so they stay float."""
+    weights = {init.name: len(init.dims) for init in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and weights.get(n.input[1]) == 3]
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, reader: TileCalibrationReader, method: str = "minmax",
+                  keep_eca_float: bool = True) -> dict:
+    """Write a QDQ int8 model: per-channel int8 weights, uint8 activations (x86 VNNI's fast path)."""
+    if method not in METHODS:
+        raise DataError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
+        model = onnx.load(str(prepped))
+        exclude = eca_conv_nodes(model) if keep_eca_float else []
+        quantize_static(str(prepped), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=METHODS[method], nodes_to_exclude=exclude,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    return {"calibration_method": method, "calibration_samples": len(reader.tiles),
+            "calibration_tile": int(reader.tiles[0].shape[-1]), "float_nodes": exclude,
+            "activation_type": "uint8", "weight_type": "int8 per-channel"}
