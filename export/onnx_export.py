@@ -63,7 +63,10 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.Model
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """metadata_props of an ONNX file, JSON values decoded."""
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
     out = {}
     for prop in model.metadata_props:
         try:

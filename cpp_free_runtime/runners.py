@@ -1,0 +1,214 @@
+"""Runners: one small life cycle for every backend (after Polygraphy's runner).
+
+    with OrtRunner("model.onnx") as runner:      # activate(): sessions, buffers allocated once
+        hsi = runner.infer(msi_batch)            # (N, in_bands, h, w) float32 -> (N, out_bands, h, w) float32
+    runner.inference_times                       # seconds per infer() call, measured around the backend only
+
+The tiler, the stream pipeline, the drift gate and the benchmarks only see this contract.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ssran_edge.errors import DataError, SSRANEdgeError
+
+
+class RunnerError(SSRANEdgeError):
+    """A backend that cannot run here or cannot load its artefact."""
+
+
+class Runner:
+    name = "runner"
+    in_bands: int = 0
+    out_bands: int = 0
+
+    def __init__(self) -> None:
+        self.active = False
+        self.inference_times: list[float] = []
+
+    def activate(self) -> Runner:
+        if not self.active:
+            self.activate_impl()
+            self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self.deactivate_impl()
+            self.active = False
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if not self.active:
+            raise RunnerError(f"{self.name}: activate() the runner before infer()")
+        if batch.ndim != 4 or batch.shape[1] != self.in_bands:
+            raise DataError(f"{self.name}: expected (N, {self.in_bands}, H, W) input, got {tuple(batch.shape)}")
+        started = time.perf_counter()
+        out = self.infer_impl(np.ascontiguousarray(batch, dtype=np.float32))
+        self.inference_times.append(time.perf_counter() - started)
+        return out
+
+    def activate_impl(self) -> None: ...
+
+    def deactivate_impl(self) -> None: ...
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    """The PyTorch reference (CPU or CUDA; fp16 on CUDA with half=True)."""
+
+    name = "torch"
+
+    def __init__(self, weights: str | Path, device: str = "cpu", half: bool = False):
+        super().__init__()
+        from ssran_edge.checkpoint import load_model
+
+        self.model, self.card = load_model(weights)
+        self.in_bands, self.out_bands = self.card["in_bands"], self.card["out_bands"]
+        self.device, self.half = device, half
+
+    def activate_impl(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RunnerError(f"torch: device {self.device} requested but CUDA is not available")
+        self.model = self.model.to(self.device)
+        if self.half:
+            self.model = self.model.half()
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device)
+            y = self.model(x.half() if self.half else x)
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            return y.float().cpu().numpy()
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime with the TensorRT, CUDA or CPU execution provider (fp32/fp16/int8 artefacts)."""
+
+    name = "ort"
+    PROVIDERS = {"trt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int = 0):
+        super().__init__()
+        from export.onnx_export import read_metadata
+
+        self.path = Path(onnx_path)
+        meta = read_metadata(self.path) if self.path.is_file() else {}
+        self.in_bands = int(meta.get("ssran_edge.in_bands", 0))
+        self.out_bands = int(meta.get("ssran_edge.out_bands", 0))
+        if provider not in self.PROVIDERS:
+            raise RunnerError(f"ort: unknown provider {provider!r}; choose one of {', '.join(self.PROVIDERS)}")
+        self.provider, self.threads = provider, threads
+        self.name = f"ort-{provider}"
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        from export.onnx_export import ort_session
+
+        wanted, available = self.PROVIDERS[self.provider], ort.get_available_providers()
+        if wanted not in available:
+            raise RunnerError(f"ort: {wanted} is not in this onnxruntime build ({', '.join(available)})")
+        providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
+        self.session = ort_session(self.path, providers, self.threads)
+        meta = self.session.get_inputs()[0]
+        self.input_name = meta.name
+        self.in_bands = self.in_bands or int(meta.shape[1])
+        self.input_dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
+        return out.astype(np.float32, copy=False)
+
+
+class TrtRunner(Runner):
+    """A TensorRT engine through tensorrt + pycuda, no C++: the sidecar is checked on load; page-locked
+    host buffers and device buffers are allocated once for the profile's largest shape and reused;
+    copies and execution are asynchronous on one CUDA stream."""
+
+    name = "trt"
+
+    def __init__(self, engine_path: str | Path, device: int = 0):
+        super().__init__()
+        from export.tensorrt_engine import read_sidecar
+
+        self.path, self.device_index = Path(engine_path), device
+        sidecar = read_sidecar(self.path)  # build_engine merges the artefact metadata into it
+        self.in_bands = int(sidecar.get("ssran_edge.in_bands", 0))
+        self.out_bands = int(sidecar.get("ssran_edge.out_bands", 0))
+
+    def activate_impl(self) -> None:
+        try:
+            import pycuda.driver as cuda
+        except ImportError as exc:
+            raise RunnerError(f"TensorRT not available: {exc}") from None
+        from export.tensorrt_engine import load_engine
+
+        cuda.init()
+        self.cuda = cuda
+        self.context_cuda = cuda.Device(self.device_index).make_context()
+        try:
+            self.engine, self.sidecar = load_engine(self.path)
+            self.context = self.engine.create_execution_context()
+            self.stream = cuda.Stream()
+            self.input_name = self.sidecar["inputs"][0]
+            self.output_name = self.sidecar["outputs"][0]
+            _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            self.max_shape = tuple(max_shape)
+            self.in_bands = int(self.max_shape[1])
+            import tensorrt as trt
+
+            self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
+                           for n in (self.input_name, self.output_name)}
+            n, _, h, w = self.max_shape
+            self.host_in = cuda.pagelocked_empty(int(np.prod(self.max_shape)), self.dtypes[self.input_name])
+            self.host_out = cuda.pagelocked_empty(n * self.out_bands * h * w, self.dtypes[self.output_name])
+            self.dev_in = cuda.mem_alloc(self.host_in.nbytes)
+            self.dev_out = cuda.mem_alloc(self.host_out.nbytes)
+            self.context.set_tensor_address(self.input_name, int(self.dev_in))
+            self.context.set_tensor_address(self.output_name, int(self.dev_out))
+        except BaseException:
+            self.context_cuda.pop()
+            raise
+
+    def deactivate_impl(self) -> None:
+        for buf in ("dev_in", "dev_out"):
+            if hasattr(self, buf):
+                getattr(self, buf).free()
+        self.context = self.engine = None
+        self.context_cuda.pop()
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        n, c, h, w = batch.shape
+        if n > self.max_shape[0] or h > self.max_shape[2] or w > self.max_shape[3]:
+            raise DataError(f"trt: batch {batch.shape} exceeds the engine's profile maximum {self.max_shape}; "
+                            "re-export with a larger --imgsz/--batch")
+        if not self.context.set_input_shape(self.input_name, batch.shape):
+            raise DataError(f"trt: shape {batch.shape} is outside the engine's optimisation profile")
+        size_in, size_out = batch.size, n * self.out_bands * h * w
+        self.host_in[:size_in] = batch.astype(self.dtypes[self.input_name], copy=False).ravel()
+        self.cuda.memcpy_htod_async(self.dev_in, self.host_in[:size_in], self.stream)
+        if not self.context.execute_async_v3(stream_handle=self.stream.handle):
+            raise RunnerError("trt: execute_async_v3 failed (see the TensorRT log)")
+        self.cuda.memcpy_dtoh_async(self.host_out[:size_out], self.dev_out, self.stream)
+        self.stream.synchronize()
+        return self.host_out[:size_out].reshape(n, self.out_bands, h, w).astype(np.float32)

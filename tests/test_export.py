@@ -1,0 +1,117 @@
+"""python -m export on the bundled Paris model (small validation split: quick), real ONNX Runtime."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from export.onnx_export import read_metadata
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.shared_data
+FAST = ["--weights", "paris", "--calib-samples", "8", "--calib-tile", "16"]
+
+
+def run_export(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "export", *FAST, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("export") / "paris"
+    result = run_export("--fp16", "--int8", "--max-drop-int8", "5", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_artefacts_checked_and_carry_metadata(exported):
+    out, result = exported
+    for name, precision in [("model.onnx", "fp32"), ("model_cpu.onnx", "fp32"), ("model_fp16.onnx", "fp16"),
+                            ("model_int8.onnx", "int8")]:
+        assert (out / name).is_file(), result.stdout
+        meta = read_metadata(out / name)
+        assert meta["ssran_edge.precision"] == precision
+        assert (meta["ssran_edge.in_bands"], meta["ssran_edge.out_bands"]) == (9, 128)
+        assert len(meta["ssran_edge.wavelengths_nm"]) == 128 and meta["ssran_edge.protocol"] == "paris"
+        assert "ssran_edge.version" in meta and "ssran_edge.test_metrics" in meta
+    onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
+    int8 = read_metadata(out / "model_int8.onnx")
+    assert int8["ssran_edge.calibration_method"] == "minmax" and int8["ssran_edge.calibration_samples"] == 8
+    ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    fused = {n.op_type for n in onnx.load(str(out / "model_cpu.onnx")).graph.node}
+    assert "FusedConv" in fused  # ORT fused Conv+activation offline
+    fp16 = onnx.load(str(out / "model_fp16.onnx"))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in fp16.graph.initializer)
+    assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O by default
+
+
+def test_dynamic_batch_height_width(exported):
+    import onnxruntime as ort
+
+    out, _ = exported
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(1, 9, 16, 16), (3, 9, 40, 24)]:
+        y = session.run(None, {"msi": np.random.rand(*shape).astype(np.float32)})[0]
+        assert y.shape == (shape[0], 128, shape[2], shape[3])
+
+
+def test_drift_report_and_manifest(exported):
+    out, result = exported
+    drift = {d["artefact"]: d for d in json.loads((out / "drift.json").read_text())}
+    assert set(drift) == {"model.onnx", "model_cpu.onnx", "model_fp16.onnx", "model_int8.onnx"}
+    assert drift["model.onnx"]["drop_db"] < 0.01 and drift["model.onnx"]["max_abs_vs_fp32"] < 1e-4
+    assert drift["model_fp16.onnx"]["drop_db"] < 0.05 and drift["model_fp16.onnx"]["psnr_vs_fp32"] > 50
+    assert drift["model_int8.onnx"]["psnr_vs_fp32"] < drift["model_fp16.onnx"]["psnr_vs_fp32"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tensorrt"].startswith(("built", "skipped: "))
+    assert {a["file"] for a in manifest["artefacts"]} == set(drift)
+    assert "| model_fp16.onnx | fp16 |" in (out / "drift.md").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_failing_gate_leaves_no_artefact_under_its_name(tmp_path):
+    out = tmp_path / "gate"
+    (out).mkdir()
+    (out / "model_int8.onnx").write_text("stale from an older export")
+    result = run_export("--int8", "--max-drop-int8", "-1", "--output", str(out))
+    assert result.returncode == 2
+    assert "accuracy-drift gate failed for model_int8.onnx" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "model_int8.onnx").exists()
+    assert (out / "model.onnx").is_file()  # what passed still lands
+    assert json.loads((out / "drift.json").read_text())[-1]["passed"] is False
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fp16-io"], "--fp16-io needs --fp16"),
+    (["--engine"], "--engine builds FP16/INT8"),
+    (["--fp16", "--engine"], "TensorRT not available: "),
+    (["--int8", "--device", "dla:0"], "TensorRT not available: "),
+    (["--device", "tpu"], "use cpu, cuda:N or dla:N"),
+    (["--weights", "/nonexistent.safetensors"], "no model card"),
+])
+def test_bad_flags_one_line(tmp_path, args, message):
+    result = run_export(*args, "--output", str(tmp_path / "o"))
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_unwritable_output_and_pickle_checkpoint(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_export("--output", str(blocker / "sub"))
+    assert result.returncode == 2 and "is not writable" in result.stderr
+
+    import pickle
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"w": print}))
+    (tmp_path / "evil.json").write_text((REPO / "ssran_edge/assets/models/paris.json").read_text())
+    result = run_export("--weights", str(evil), "--output", str(tmp_path / "o2"))
+    assert result.returncode == 2 and "cannot load checkpoint safely" in result.stderr
