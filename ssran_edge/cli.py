@@ -4,6 +4,7 @@
   ssran-edge predict CUBE --srf S     any hyperspectral cube through an SRF (metrics against the cube)
   ssran-edge predict MSI.npy          a real multispectral image (bands = the model's input bands)
   ssran-edge train ...                the same as `python -m train ...`
+  ssran-edge export --fp16 ...        the same as `python -m export ...`
   ssran-edge evaluate --model M       test-split report for a model on its protocol
   ssran-edge info [MODEL]             the model card
 Expected bad input ends with one line on stderr and exit code 2, never a traceback.
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
     sub.add_parser("train", help="train a model (see python -m train --help)", add_help=False)
+    sub.add_parser("export", help="ONNX / FP16 / INT8 / TensorRT export (see python -m export --help)",
+                   add_help=False)
     return parser
 
 
@@ -129,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         from train.__main__ import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["export"]:
+        from export.__main__ import main as export_main
+
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

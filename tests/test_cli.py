@@ -95,6 +95,8 @@ def test_info_prints_the_card(capsys):
     assert "test_metrics" in card
 
 
-def test_train_subcommand_is_python_m_train():
+def test_train_and_export_subcommands_are_the_modules():
     result = run_cli("train", "--help")
     assert result.returncode == 0 and "--recipe" in result.stdout
+    result = run_cli("export", "--help")
+    assert result.returncode == 0 and "--calib-method" in result.stdout
