@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from ssran_edge.errors import SSRANEdgeError
 from train.config import RECIPES, TrainConfig, make_config
@@ -55,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from ssran_edge.data.protocols import load_protocol
-        from train.loop import train
+        from train.loop import default_output, train
         from train.report import write_report
 
         config = make_config(args.protocol, args.recipe, **overrides)
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise SSRANEdgeError(f"--device {config.device}: CUDA is not available on this machine")
+        if args.resume:  # say so before spending time loading data
+            from ssran_edge.checkpoint import load_training_state
+
+            load_training_state(Path(config.output or default_output(config)) / "checkpoint.pt")
         data = load_protocol(config.protocol, config.data_root or None)
         best = train(config, resume=args.resume, data=data)
         print(f"weights: {best} (card: {best.with_suffix('.json')})")

@@ -49,11 +49,15 @@ def _lr_at(config: TrainConfig, epoch: int) -> float:
     raise ValueError(f"unknown schedule {config.schedule!r} (step or cosine)")
 
 
+def default_output(config: TrainConfig) -> str:
+    return f"runs/{config.protocol}-{config.recipe}-{config.arch}"
+
+
 def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None = None) -> Path:
     """Train per `config`; returns the path of the best weights (<output>/model.safetensors)."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    out = Path(config.output or f"runs/{config.protocol}-{config.recipe}-{config.arch}")
+    out = Path(config.output or default_output(config))
     state_file = out / "checkpoint.pt"
     resumed = load_training_state(state_file) if resume else None  # fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
