@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-step", type=int, help="epochs between lr drops (step schedule)")
     p.add_argument("--lr-gamma", type=float)
     p.add_argument("--optimizer", choices=["adam", "sgd"])
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW) when > 0")
     p.add_argument("--loss", choices=["l2", "l1"])
     p.add_argument("--patch-size", type=int)
     p.add_argument("--patches-per-epoch", type=int, help="0 = every stride-1 patch")

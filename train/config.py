@@ -19,6 +19,7 @@ class TrainConfig:
     lr_step: int = 50
     lr_gamma: float = 0.1
     optimizer: str = "adam"
+    weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     loss: str = "l2"  # l2 (the paper) or l1
     patch_size: int = 4
     patches_per_epoch: int = 0  # 0 = every stride-1 patch each epoch

@@ -17,6 +17,7 @@ from ssran_edge.baseline import LinearBaseline
 from ssran_edge.checkpoint import load_training_state, save_model, save_training_state, write_json
 from ssran_edge.data.patches import gather_patches, patch_origins
 from ssran_edge.data.protocols import ProtocolData, load_protocol
+from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
 from ssran_edge.model import LinearSkipSSRAN, build_model, count_parameters
 from ssran_edge.tiling import predict
@@ -68,7 +69,9 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     if isinstance(model, LinearSkipSSRAN):
         floor = LinearBaseline.fit([p.msi for p in data.train], [p.hsi for p in data.train])
         model.init_linear(torch.from_numpy(floor.weight.T.copy()), torch.from_numpy(floor.bias))
-    if config.optimizer == "adam":
+    if config.optimizer == "adam" and config.weight_decay > 0:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     elif config.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
@@ -115,7 +118,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         seconds = time.perf_counter() - started
         val = evaluate_psnr(model, data.val, config.select_mode, config)
         if not math.isfinite(total_loss):
-            raise RuntimeError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr")
+            raise SSRANEdgeError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr "
+                                 f"and --resume, or start again")
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "val_psnr": val,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds})
         if val > best_val:
