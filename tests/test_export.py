@@ -115,3 +115,14 @@ def test_unwritable_output_and_pickle_checkpoint(tmp_path):
     (tmp_path / "evil.json").write_text((REPO / "ssran_edge/assets/models/paris.json").read_text())
     result = run_export("--weights", str(evil), "--output", str(tmp_path / "o2"))
     assert result.returncode == 2 and "cannot load checkpoint safely" in result.stderr
+
+
+def test_latency_comparison_runs_every_onnx_artefact(exported):
+    from benchmarks.compare import compare
+
+    out, _ = exported
+    rows = compare(out, size=32, repeat=1)
+    assert [r["artefact"] for r in rows][0] == "torch eager"
+    assert {r["artefact"] for r in rows[1:]} == {f"ORT CPU {n}" for n in
+                                                 ("model.onnx", "model_cpu.onnx", "model_fp16.onnx", "model_int8.onnx")}
+    assert all(r["ms"] > 0 and r["speedup"] > 0 for r in rows)

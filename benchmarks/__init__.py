@@ -1,0 +1,1 @@
+"""Latency and accuracy-drift measurements."""
