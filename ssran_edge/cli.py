@@ -5,6 +5,7 @@
   ssran-edge predict MSI.npy          a real multispectral image (bands = the model's input bands)
   ssran-edge train ...                the same as `python -m train ...`
   ssran-edge export --fp16 ...        the same as `python -m export ...`
+  ssran-edge run camera_stream        stream frames through the model (see ssran-edge run --help)
   ssran-edge evaluate --model M       test-split report for a model on its protocol
   ssran-edge info [MODEL]             the model card
 Expected bad input ends with one line on stderr and exit code 2, never a traceback.
@@ -94,6 +95,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _run_doc() -> str:
+    from cpp_free_runtime import run
+
+    return run.__doc__ or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssran-edge", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help=".npy or .hdr (ENVI); default ssran_output/<input>_hsi.npy")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("run", help="stream frames (camera, video, folder, large scene, replay) through the model",
+                       description=_run_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cpp_free_runtime.run import add_arguments, run_command
+
+    add_arguments(p)
+    p.set_defaults(func=run_command)
     p = sub.add_parser("info", help="print a model card")
     p.add_argument("model", nargs="?")
     p.set_defaults(func=cmd_info)

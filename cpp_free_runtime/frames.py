@@ -1,0 +1,76 @@
+"""What flows through the stream pipeline: frames in, cubes out, and the two small contracts that
+sources and sinks implement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ssran_edge.errors import SSRANEdgeError
+
+
+class SourceError(SSRANEdgeError):
+    """A source that cannot be opened, or that failed and did not come back within its retries."""
+
+
+class SinkError(SSRANEdgeError):
+    """An output that cannot be written (unwritable folder, full disk, wrong shape)."""
+
+
+@dataclass
+class Frame:
+    """One multispectral frame (H, W, bands) float32, or one window of a large scene.
+
+    For a window of a large scene, `region` = (row0, col0, full_height, full_width) says where its
+    pixels go in the full output; `core` = (row0, row1, col0, col1) within `data` marks the pixels it
+    owns (the rest is halo, context for the convs that a neighbouring window owns)."""
+
+    index: int
+    data: np.ndarray
+    timestamp: float = 0.0
+    region: tuple[int, int, int, int] | None = None
+    core: tuple[int, int, int, int] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Source:
+    """Yields Frames. `live` sources (cameras, RTSP) may drop frames when inference falls behind;
+    file sources never drop. `read()` returns None at the end of the stream and raises SourceError
+    (one clear line) when the source fails beyond its retries."""
+
+    live: bool = False
+    name: str = "source"
+    bands: int | None = None  # known band count, if the source knows it before the first frame
+    wavelengths: list[float] | None = None  # of the frames' bands, when known
+
+    def open(self) -> None: ...
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Source:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self):
+        while (frame := self.read()) is not None:
+            yield frame
+
+
+class Sink:
+    """Takes output cubes (H, W, out_bands) float32 with their Frame. `write` either stores a whole
+    frame or nothing; `close` finalises (an interrupted run leaves only whole frames on disk)."""
+
+    def open(self, out_bands: int, wavelengths: list[float] | None) -> None: ...
+
+    def write(self, frame: Frame, cube: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None: ...

@@ -1,0 +1,187 @@
+"""The stream: reader -> preprocess -> infer (tiled) -> postprocess + write, each stage a thread joined
+by bounded queues, so memory stays flat whatever the source or sink speed.
+
+- Live sources (cameras) drop the oldest waiting frame when inference falls behind (counted);
+  file sources block instead and never drop.
+- The band count is checked against the model on the first frame.
+- stop() (SIGINT/SIGTERM in the CLI) stops reading; frames already read are finished and written,
+  so every frame that was read is whole on disk.
+- Each stage's latency is recorded; summary() gives p50/p95, fps, Mpx/s and the share of wall time
+  spent outside the runner (tiling, I/O, stitching).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cpp_free_runtime.frames import Sink, Source
+from cpp_free_runtime.runners import Runner
+from ssran_edge.data.readers import check_cube
+from ssran_edge.errors import DataError
+from ssran_edge.tiling import run_tiled
+
+log = logging.getLogger("ssran_edge.runtime")
+_DONE = object()  # end-of-stream marker passed down the queues
+STAGES = ("read", "preprocess", "infer", "write")
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    dropped: int = 0
+    pixels: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    runner_seconds: float = 0.0
+
+    def summary(self) -> dict:
+        out = {"frames": self.frames, "dropped": self.dropped, "seconds": round(self.seconds, 3),
+               "fps": self.frames / self.seconds if self.seconds else 0.0,
+               "mpx_per_s": self.pixels / self.seconds / 1e6 if self.seconds else 0.0,
+               "runner_seconds": round(self.runner_seconds, 3),
+               "overhead_vs_runner": (self.seconds / self.runner_seconds - 1) if self.runner_seconds else None}
+        for stage, values in self.stage_seconds.items():
+            if values:
+                out[f"{stage}_ms_p50"] = float(np.percentile(values, 50) * 1e3)
+                out[f"{stage}_ms_p95"] = float(np.percentile(values, 95) * 1e3)
+        return out
+
+
+class StreamPipeline:
+    def __init__(self, source: Source, runner: Runner, sink: Sink | None, *, tile: int = 256, halo: int = 8,
+                 batch: int = 4, queue_size: int = 4, previews=None, max_frames: int = 0, progress=None):
+        self.source, self.runner, self.sink = source, runner, sink
+        self.tile, self.halo, self.batch = tile, halo, batch
+        self.previews, self.max_frames, self.progress = previews, max_frames, progress
+        self.stats = StreamStats()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._queues = [queue.Queue(maxsize=queue_size) for _ in range(3)]
+
+    def stop(self) -> None:
+        """Stop reading; frames already read are still finished and written."""
+        self._stop.set()
+
+    # --- stages -------------------------------------------------------------------------------------
+
+    def _put(self, q: queue.Queue, item, may_drop: bool) -> None:
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._error is not None and item is not _DONE:
+                    return  # failing: drop work, but the end marker must still reach the next stage
+                if may_drop:  # a live camera: the newest frame matters, drop the oldest waiting one
+                    try:
+                        q.get_nowait()
+                        self.stats.dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def _reader(self) -> None:
+        q = self._queues[0]
+        try:
+            count = 0
+            while not self._stop.is_set() and (not self.max_frames or count < self.max_frames):
+                started = time.perf_counter()
+                frame = self.source.read()
+                if frame is None:
+                    break
+                self.stats.stage_seconds["read"].append(time.perf_counter() - started)
+                self._put(q, frame, may_drop=self.source.live)
+                count += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self._fail(exc)
+        finally:
+            self._put(q, _DONE, may_drop=False)
+
+    def _preprocess(self) -> None:
+        q_in, q_out = self._queues[0], self._queues[1]
+        while (frame := q_in.get()) is not _DONE:
+            if self._error is None:
+                try:
+                    started = time.perf_counter()
+                    frame.data = check_cube(frame.data, f"{self.source.name} frame {frame.index}",
+                                            self.runner.in_bands)
+                    self.stats.stage_seconds["preprocess"].append(time.perf_counter() - started)
+                    self._put(q_out, frame, may_drop=False)
+                except BaseException as exc:  # noqa: BLE001
+                    self._fail(exc)
+        self._put(q_out, _DONE, may_drop=False)
+
+    def _infer(self) -> None:
+        q_in, q_out = self._queues[1], self._queues[2]
+        while (frame := q_in.get()) is not _DONE:
+            if self._error is None:
+                try:
+                    started = time.perf_counter()
+                    runner_before = sum(self.runner.inference_times)
+                    cube = run_tiled(self.runner.infer, frame.data, self.runner.out_bands, self.tile, self.halo,
+                                     self.batch)
+                    self.stats.runner_seconds += sum(self.runner.inference_times) - runner_before
+                    self.stats.stage_seconds["infer"].append(time.perf_counter() - started)
+                    self._put(q_out, (frame, cube), may_drop=False)
+                except BaseException as exc:  # noqa: BLE001
+                    self._fail(exc)
+        self._put(q_out, _DONE, may_drop=False)
+
+    def _writer(self) -> None:
+        q_in = self._queues[2]
+        while (item := q_in.get()) is not _DONE:
+            if self._error is None:
+                frame, cube = item
+                try:
+                    started = time.perf_counter()
+                    if self.sink is not None:
+                        self.sink.write(frame, cube)
+                    if self.previews is not None:
+                        self.previews.preview(frame, cube)
+                    self.stats.stage_seconds["write"].append(time.perf_counter() - started)
+                    core = frame.core or (0, cube.shape[0], 0, cube.shape[1])
+                    self.stats.frames += 1
+                    self.stats.pixels += (core[1] - core[0]) * (core[3] - core[2])
+                    if self.progress is not None:
+                        self.progress.update(1)
+                        self.progress.set_postfix(dropped=self.stats.dropped, fps=f"{self._fps():.2f}")
+                except BaseException as exc:  # noqa: BLE001
+                    self._fail(exc)
+
+    def _fps(self) -> float:
+        elapsed = time.perf_counter() - self._started
+        return self.stats.frames / elapsed if elapsed else 0.0
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._stop.set()
+
+    # --- run -----------------------------------------------------------------------------------------
+
+    def run(self) -> StreamStats:
+        """Run to the end of the source (or stop()); re-raises the first stage error after the others
+        have finished what they hold."""
+        self._started = time.perf_counter()
+        threads = [threading.Thread(target=target, name=f"ssran-{name}", daemon=True)
+                   for name, target in (("reader", self._reader), ("preprocess", self._preprocess),
+                                        ("infer", self._infer), ("writer", self._writer))]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.2)  # short joins keep the main thread free for signal handlers
+        finally:
+            self.stats.seconds = time.perf_counter() - self._started
+        if self._error is not None:
+            raise self._error
+        if self.stats.frames == 0 and not self._stop.is_set():
+            raise DataError(f"{self.source.name}: no frames")
+        return self.stats
+

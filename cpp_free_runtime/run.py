@@ -1,0 +1,79 @@
+"""`ssran-edge run SOURCE`: a stream of multispectral frames -> hyperspectral cubes.
+
+  ssran-edge run camera_stream                 the bundled CAVE crop replayed through the Nikon D700 SRF
+                                               as a simulated camera, into the bundled model, best backend
+  ssran-edge run camera_stream:0               a real camera (device index), or a video file, an RTSP URL,
+                                               or a GStreamer pipeline (Jetson CSI: "nvarguscamerasrc ! ...")
+  ssran-edge run frames/ --output cubes.zarr   a folder of frames (PNG/TIFF/npy/ENVI)
+  ssran-edge run big.npy --window 2048 --output big.hdr   a very large scene, in windows, bounded memory
+  ssran-edge run replay:cube.mat --srf sentinel2a         any hyperspectral cube through any SRF
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+log = logging.getLogger("ssran_edge.runtime")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", nargs="?", default="camera_stream")
+    p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine (default: the bundled cave model)")
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"])
+    p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
+    p.add_argument("--tile", type=int, default=0, help="tile size (default: the model's)")
+    p.add_argument("--halo", type=int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per inference call")
+    p.add_argument("--output", help="a folder (.npy per frame), name.zarr, or name.hdr (ENVI)")
+    p.add_argument("--preview", help="path prefix for false-colour PNGs and spectra plots")
+    p.add_argument("--srf", help="SRF for replay: sources (bundled name or file)")
+    p.add_argument("--frames", type=int, default=1, help="frames to replay from a replay:/camera_stream cube")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = the whole source)")
+    p.add_argument("--window", type=int, default=0, help="read a large scene in windows of N px")
+    p.add_argument("--queue", type=int, default=4, help="frames waiting between stages")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
+    p.add_argument("--summary-json", help="write the run summary here")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cpp_free_runtime.backends import select_runner
+    from cpp_free_runtime.pipeline import StreamPipeline
+    from cpp_free_runtime.sinks import Preview, open_sink
+    from cpp_free_runtime.sources import open_source
+    from ssran_edge.checkpoint import write_json
+
+    selection = select_runner(args.model, args.backend, args.device, args.threads)
+    print(f"backend: {selection.backend} ({selection.reason})", file=sys.stderr)
+    source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None)
+    sink = open_sink(args.output, large_scene=bool(args.window)) if args.output else None
+    previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None
+    halo = args.halo
+    with selection.runner as runner, source:
+        if sink is not None:
+            sink.open(runner.out_bands, selection.wavelengths)
+        bar = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)
+        pipeline = StreamPipeline(source, runner, sink, tile=args.tile or selection.tile, halo=halo,
+                                  batch=args.batch, queue_size=args.queue, previews=previews,
+                                  max_frames=args.max_frames, progress=bar)
+        stop = lambda signum, _frame: (log.warning("signal %d: finishing the frames in flight", signum),  # noqa: E731
+                                       pipeline.stop())
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            stats = pipeline.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            bar.close()
+            if sink is not None:
+                sink.close()
+    summary = {"backend": selection.backend, "source": source.name, **stats.summary()}
+    if args.summary_json:
+        write_json(args.summary_json, summary)
+    print(json.dumps(summary, indent=2))
+    return 0
