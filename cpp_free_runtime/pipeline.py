@@ -5,7 +5,8 @@ by bounded queues, so memory stays flat whatever the source or sink speed.
   file sources block instead and never drop.
 - The band count is checked against the model on the first frame.
 - stop() (SIGINT/SIGTERM in the CLI) stops reading; frames already read are finished and written,
-  so every frame that was read is whole on disk.
+  so every frame that was read is whole on disk. A source that fails (a camera gone after its
+  retries, an unreadable file) ends the stream the same way, then its error is raised.
 - Each stage's latency is recorded; summary() gives p50/p95, fps, Mpx/s and the share of wall time
   spent outside the runner (tiling, I/O, stitching).
 """
@@ -24,6 +25,7 @@ from cpp_free_runtime.frames import Sink, Source
 from cpp_free_runtime.runners import Runner
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
+from ssran_edge.metrics import psnr, sam
 from ssran_edge.tiling import run_tiled
 
 log = logging.getLogger("ssran_edge.runtime")
@@ -39,6 +41,7 @@ class StreamStats:
     seconds: float = 0.0
     stage_seconds: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     runner_seconds: float = 0.0
+    quality: list[tuple[float, float]] = field(default_factory=list)  # (PSNR, SAM) per frame vs reference
 
     def summary(self) -> dict:
         out = {"frames": self.frames, "dropped": self.dropped, "seconds": round(self.seconds, 3),
@@ -46,6 +49,9 @@ class StreamStats:
                "mpx_per_s": self.pixels / self.seconds / 1e6 if self.seconds else 0.0,
                "runner_seconds": round(self.runner_seconds, 3),
                "overhead_vs_runner": (self.seconds / self.runner_seconds - 1) if self.runner_seconds else None}
+        if self.quality:
+            out["psnr_vs_reference"] = float(np.mean([q[0] for q in self.quality]))
+            out["sam_vs_reference"] = float(np.mean([q[1] for q in self.quality]))
         for stage, values in self.stage_seconds.items():
             if values:
                 out[f"{stage}_ms_p50"] = float(np.percentile(values, 50) * 1e3)
@@ -55,13 +61,16 @@ class StreamStats:
 
 class StreamPipeline:
     def __init__(self, source: Source, runner: Runner, sink: Sink | None, *, tile: int = 256, halo: int = 8,
-                 batch: int = 4, queue_size: int = 4, previews=None, max_frames: int = 0, progress=None):
+                 batch: int = 4, queue_size: int = 4, previews=None, max_frames: int = 0, progress=None,
+                 reference: np.ndarray | None = None):
         self.source, self.runner, self.sink = source, runner, sink
         self.tile, self.halo, self.batch = tile, halo, batch
         self.previews, self.max_frames, self.progress = previews, max_frames, progress
+        self.reference = reference  # ground truth of a replayed cube: quality is reported per frame
         self.stats = StreamStats()
         self._stop = threading.Event()
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # a stage failed: drop the work in flight
+        self._source_error: BaseException | None = None  # the source failed: finish what was read
         self._queues = [queue.Queue(maxsize=queue_size) for _ in range(3)]
 
     def stop(self) -> None:
@@ -98,7 +107,9 @@ class StreamPipeline:
                 self._put(q, frame, may_drop=self.source.live)
                 count += 1
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self._fail(exc)
+            # A failing source ends the stream, but the frames it already delivered are finished and
+            # written: only errors in our own stages abort the frames in flight.
+            self._source_error = exc
         finally:
             self._put(q, _DONE, may_drop=False)
 
@@ -144,6 +155,8 @@ class StreamPipeline:
                     if self.previews is not None:
                         self.previews.preview(frame, cube)
                     self.stats.stage_seconds["write"].append(time.perf_counter() - started)
+                    if self.reference is not None and self.reference.shape == cube.shape:
+                        self.stats.quality.append((psnr(self.reference, cube), sam(self.reference, cube)))
                     core = frame.core or (0, cube.shape[0], 0, cube.shape[1])
                     self.stats.frames += 1
                     self.stats.pixels += (core[1] - core[0]) * (core[3] - core[2])
@@ -181,6 +194,8 @@ class StreamPipeline:
             self.stats.seconds = time.perf_counter() - self._started
         if self._error is not None:
             raise self._error
+        if self._source_error is not None:
+            raise self._source_error
         if self.stats.frames == 0 and not self._stop.is_set():
             raise DataError(f"{self.source.name}: no frames")
         return self.stats

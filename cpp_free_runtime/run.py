@@ -60,9 +60,15 @@ def run_command(args: argparse.Namespace) -> int:
         bar = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)
         pipeline = StreamPipeline(source, runner, sink, tile=args.tile or selection.tile, halo=halo,
                                   batch=args.batch, queue_size=args.queue, previews=previews,
-                                  max_frames=args.max_frames, progress=bar)
-        stop = lambda signum, _frame: (log.warning("signal %d: finishing the frames in flight", signum),  # noqa: E731
-                                       pipeline.stop())
+                                  max_frames=args.max_frames, progress=bar,
+                                  reference=getattr(source, "reference", None))
+        signals: list[int] = []
+
+        def stop(signum, _frame) -> None:
+            signals.append(signum)
+            log.warning("%s: finishing the frames in flight, then stopping", signal.Signals(signum).name)
+            pipeline.stop()
+
         previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             stats = pipeline.run()
@@ -72,8 +78,9 @@ def run_command(args: argparse.Namespace) -> int:
             bar.close()
             if sink is not None:
                 sink.close()
-    summary = {"backend": selection.backend, "source": source.name, **stats.summary()}
+    summary = {"backend": selection.backend, "source": source.name, **stats.summary(),
+               "interrupted_by": signal.Signals(signals[0]).name if signals else None}
     if args.summary_json:
         write_json(args.summary_json, summary)
     print(json.dumps(summary, indent=2))
-    return 0
+    return 128 + signals[0] if signals else 0  # the shell's convention for a signalled stop

@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return export_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Our messages at INFO; the exporters' chatter (onnxscript, onnx_ir) and torch.onnx notes stay quiet.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("ssran_edge").setLevel(logging.INFO)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except SSRANEdgeError as exc:

@@ -1,0 +1,529 @@
+"""Frame sources for the stream pipeline: cameras and video (OpenCV), folders of frames, single MSI
+files, very large scenes read window by window, and hyperspectral cubes replayed through an SRF as a
+simulated camera. `open_source(spec)` picks one from a command-line string.
+
+Band order: OpenCV delivers BGR(A); every source here hands out RGB(A) order (band 0 = red), the
+order of the bundled RGB SRFs (nikon_d700: R, G, B). Pixel values: 8/16-bit images and video are
+scaled to [0, 1]; .npy/.npz/.mat/ENVI values pass through as stored (as `read_cube` gives them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpp_free_runtime.frames import Frame, Source, SourceError
+from ssran_edge.data.readers import Cube, check_cube, read_cube
+from ssran_edge.errors import SSRANEdgeError
+
+log = logging.getLogger("ssran_edge.runtime")
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
+IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
+CUBE_EXTENSIONS = (".npy", ".npz", ".mat")
+ENVI_EXTENSIONS = (".hdr", ".img")  # the header, or the data file beside it
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+LARGE_SCENE_BYTES = 512 * 2**20  # above this a single file is read in windows, never whole
+ACCEPTED_FORMS = ("camera_stream (bundled demo scene as a simulated camera), camera_stream:<device|url|file>, "
+                  "a device index (0), rtsp://... or http://..., a GStreamer pipeline (contains '!'), "
+                  "replay:<cube> (a hyperspectral cube through --srf), a folder of frames, "
+                  "a video file (.mp4 .avi .mkv .mov), an MSI file (.npy .npz .mat, ENVI .hdr/.img)")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _redact(spec: str) -> str:
+    """Drop user:password from stream URLs so they never reach logs or error messages."""
+    return re.sub(r"//[^/@\s]+@", "//***@", spec)
+
+
+def _int_scale(dtype: np.dtype) -> float:
+    """1/max for integer pixels (8-bit -> 1/255, 16-bit -> 1/65535); floats are taken as already scaled."""
+    if dtype.kind in "ui":
+        return 1.0 / float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR/BGRA -> RGB/RGBA; grey -> (H, W, 1). Other channel counts are left alone."""
+    if image.ndim == 2:
+        return image[:, :, None]
+    if image.shape[2] in (3, 4):
+        order = [2, 1, 0] + ([3] if image.shape[2] == 4 else [])
+        return image[:, :, order]
+    return image
+
+
+def _cv2() -> Any:
+    """OpenCV, imported on first use: only video and image sources need it (opencv-python-headless)."""
+    try:
+        import cv2
+    except ImportError:
+        raise SourceError("video and PNG/TIFF sources need OpenCV: pip install opencv-python-headless") from None
+    return cv2
+
+
+def _envi_header(path: Path) -> Path:
+    return path if path.suffix.lower() == ".hdr" else path.with_suffix(".hdr")
+
+
+def _envi_wavelengths(metadata: dict[str, Any]) -> list[float] | None:
+    """Band centres in nm from an ENVI header (micrometres converted), as `read_envi` reads them."""
+    centres = metadata.get("wavelength")
+    if not centres:
+        return None
+    nm = np.asarray([float(w) for w in centres], dtype=np.float32)
+    units = str(metadata.get("wavelength units", "")).lower()
+    if units.startswith(("micro", "um", "µm")) or (units not in ("nm", "nanometers") and nm.max() < 30):
+        nm *= 1000.0
+    return [float(w) for w in nm]
+
+
+def _wavelength_list(cube: Cube) -> list[float] | None:
+    return None if cube.wavelengths is None else [float(w) for w in cube.wavelengths]
+
+
+def _read_cube(path: Path, variable: str | None = None) -> Cube:
+    """`read_cube`, with its errors turned into one-line SourceErrors."""
+    try:
+        return read_cube(path, variable)
+    except SSRANEdgeError as exc:
+        raise SourceError(_one_line(exc)) from None
+
+
+# --- cameras and video -----------------------------------------------------------------------------
+
+class VideoSource(Source):
+    """A camera (device index), network stream (RTSP/HTTP), GStreamer pipeline or video file through
+    cv2.VideoCapture. Frames are RGB (OpenCV's BGR reversed) float32, integer pixels scaled to [0, 1]
+    (1/255 for 8-bit, 1/65535 for 16-bit, unless `scale` is given).
+
+    A live source that stops delivering is retried `retries` times with exponential backoff
+    (backoff, 2*backoff, ... capped at max_backoff seconds), re-opening the capture between tries when
+    `reconnect`; then SourceError. For a video file a failed read is the end of the stream.
+    `live=None` decides from the spec (device, URL, pipeline: live; file: not)."""
+
+    def __init__(self, spec: int | str, *, retries: int = 5, backoff: float = 0.5, max_backoff: float = 8.0,
+                 reconnect: bool = True, scale: float | None = None, live: bool | None = None) -> None:
+        if retries < 0 or backoff < 0 or max_backoff < 0:
+            raise SourceError(f"video source {spec}: retries and backoff must be >= 0")
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.reconnect, self.scale = reconnect, scale
+        self.spec, self.api, auto_live, self.path = self._parse(spec)
+        self.live = auto_live if live is None else bool(live)
+        self.name = _redact(str(spec))
+        self._cap: Any = None
+        self._index = 0
+        self._ended = False
+
+    @staticmethod
+    def _parse(spec: int | str) -> tuple[int | str, int, bool, Path | None]:
+        """-> (what VideoCapture gets, API preference, live, file path if a file)."""
+        cv2 = _cv2()
+        if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+            return int(spec), cv2.CAP_ANY, True, None
+        text = str(spec).strip()
+        if "!" in text:
+            return text, cv2.CAP_GSTREAMER, True, None
+        if text.lower().startswith(STREAM_SCHEMES):
+            return text, cv2.CAP_ANY, True, None
+        return text, cv2.CAP_ANY, False, Path(text)
+
+    def _capture(self) -> Any:
+        """A new cv2.VideoCapture, or None if it does not open."""
+        cv2 = _cv2()
+        if isinstance(self.spec, str) and self.path is None and self.api == cv2.CAP_ANY:
+            # Network streams: bounded waits, so a dead camera surfaces as a retry rather than a hang.
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 10000]
+            cap = cv2.VideoCapture(self.spec, self.api, params)
+        else:
+            cap = cv2.VideoCapture(self.spec, self.api)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        return None
+
+    def open(self) -> None:
+        if self._cap is not None:
+            return
+        cv2 = _cv2()
+        if self.path is not None and not self.path.is_file():
+            raise SourceError(f"video {self.name}: no such file")
+        if self.api == cv2.CAP_GSTREAMER and not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+            raise SourceError(f"GStreamer pipeline {self.name!r}: this OpenCV build has no GStreamer backend")
+        self._cap = self._capture()
+        if self._cap is None:
+            what = "video file (unknown codec or not a video)" if self.path is not None else "camera/stream"
+            raise SourceError(f"cannot open {what} {self.name}")
+        self._ended = False
+        log.info("opened %s (%s, live=%s)", self.name, self._cap.getBackendName(), self.live)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def _grab(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        ok, image = self._cap.read()
+        return image if ok and image is not None and image.size else None
+
+    def _retry(self) -> np.ndarray:
+        """Live source failed a read: back off, reconnect, try again; give up after `retries`."""
+        delay = min(self.backoff, self.max_backoff)
+        for attempt in range(1, self.retries + 1):
+            log.warning("%s: no frame; retry %d/%d in %.2f s", self.name, attempt, self.retries, delay)
+            time.sleep(delay)
+            delay = min(delay * 2.0, self.max_backoff)
+            if self.reconnect:
+                if self._cap is not None:
+                    self._cap.release()
+                self._cap = self._capture()  # None when it does not reopen: counts as a failed try
+            image = self._grab()
+            if image is not None:
+                log.info("%s: frames again after %d retries", self.name, attempt)
+                return image
+        raise SourceError(f"camera {self.name} stopped delivering frames after {self.retries} retries "
+                          f"(backoff {self.backoff:g}..{self.max_backoff:g} s, reconnect={self.reconnect})")
+
+    def read(self) -> Frame | None:
+        if self._ended:
+            return None
+        if self._cap is None:
+            self.open()
+        image = self._grab()
+        if image is None:
+            if not self.live:
+                self._ended = True  # a file that stops reading has ended
+                return None
+            image = self._retry()
+        stamp = time.monotonic()
+        scale = self.scale if self.scale is not None else _int_scale(image.dtype)
+        data = _to_rgb(image).astype(np.float32) * np.float32(scale)
+        if self.bands is None:
+            self.bands = data.shape[2]
+        pos_msec = float(self._cap.get(_cv2().CAP_PROP_POS_MSEC)) if self._cap is not None else 0.0
+        frame = Frame(self._index, data, stamp, meta={"pos_msec": pos_msec})
+        self._index += 1
+        return frame
+
+
+# --- folders and single files --------------------------------------------------------------------------
+
+def read_image_frame(path: Path) -> np.ndarray:
+    """One PNG/TIFF as an (H, W, bands) float32 frame: 8/16-bit scaled to [0, 1], colour in RGB order;
+    a multi-page TIFF is one band per page."""
+    cv2 = _cv2()
+    pages: list[np.ndarray] = []
+    if path.suffix.lower() in (".tif", ".tiff") and cv2.imcount(str(path)) > 1:
+        ok, found = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
+        pages = list(found) if ok else []
+    else:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        pages = [] if image is None else [image]
+    if not pages:
+        raise SourceError(f"{path}: unreadable image (not a PNG/TIFF OpenCV can decode)")
+    if len({(p.shape[:2], p.dtype) for p in pages}) != 1:
+        raise SourceError(f"{path}: TIFF pages differ in size or bit depth")
+    data = np.concatenate([_to_rgb(p) for p in pages], axis=2)
+    scaled = data.astype(np.float32) * np.float32(_int_scale(data.dtype))
+    try:
+        return check_cube(scaled, str(path))
+    except SSRANEdgeError as exc:
+        raise SourceError(_one_line(exc)) from None
+
+
+class FolderSource(Source):
+    """A folder of frames in name order, each file one multi-band frame: PNG/TIFF (8/16-bit, grey or
+    colour; multi-page TIFF = one band per page), .npy/.npz (H, W, B) and ENVI (.hdr beside its data).
+    Other files are skipped. Every frame must have the same band count."""
+
+    live = False
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise SourceError(f"{self.folder}: no such folder")
+        self.name = str(self.folder)
+        self.files: list[Path] = []
+        self._position = 0
+        self._opened = False
+
+    def open(self) -> None:
+        if self._opened:
+            return
+        readable = IMAGE_EXTENSIONS + (".npy", ".npz", ".hdr")
+        entries = sorted(p for p in self.folder.iterdir() if p.is_file())
+        self.files = [p for p in entries if p.suffix.lower() in readable]
+        skipped = len(entries) - len(self.files)
+        if skipped:  # ENVI data files (.img, .raw...) are read through their .hdr, so not counted as lost
+            log.debug("%s: skipped %d files of other types", self.folder, skipped)
+        if not self.files:
+            raise SourceError(f"{self.folder}: no frames (expected {', '.join(readable)} files)")
+        self._opened = True
+
+    def _load(self, path: Path) -> tuple[np.ndarray, list[float] | None]:
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            return read_image_frame(path), None
+        cube = _read_cube(path)
+        return cube.data, _wavelength_list(cube)
+
+    def read(self) -> Frame | None:
+        self.open()
+        if self._position >= len(self.files):
+            return None
+        path = self.files[self._position]
+        data, wavelengths = self._load(path)
+        if self.bands is None:
+            self.bands = data.shape[2]
+            self.wavelengths = wavelengths
+        elif data.shape[2] != self.bands:
+            raise SourceError(f"{path}: {data.shape[2]} bands, but earlier frames in {self.folder} have {self.bands}")
+        frame = Frame(self._position, data, time.monotonic(), meta={"path": str(path)})
+        self._position += 1
+        return frame
+
+
+class FileSource(Source):
+    """A single MSI file (.npy, .npz, .mat, ENVI) as a one-frame stream, read whole via `read_cube`."""
+
+    live = False
+
+    def __init__(self, path: str | Path, *, variable: str | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: no such file")
+        self.variable = variable
+        self.name = str(self.path)
+        self._cube: Cube | None = None
+        self._done = False
+
+    def open(self) -> None:
+        if self._cube is None:
+            self._cube = _read_cube(self.path, self.variable)
+            self.bands = self._cube.bands
+            self.wavelengths = _wavelength_list(self._cube)
+
+    def read(self) -> Frame | None:
+        if self._done:
+            return None
+        self.open()
+        assert self._cube is not None
+        self._done = True
+        return Frame(0, self._cube.data, time.monotonic(), meta={"path": str(self.path)})
+
+    def close(self) -> None:
+        self._cube = None
+
+
+# --- very large scenes -------------------------------------------------------------------------------
+
+def _open_scene(path: Path) -> tuple[np.ndarray, list[float] | None]:
+    """A memory-mapped (H, W, B) view of a .npy or ENVI scene: nothing is read until sliced."""
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() == ".npy":
+            scene = np.load(path, mmap_mode="r", allow_pickle=False)
+            wavelengths = None
+        else:
+            import spectral.io.envi as envi
+
+            header = _envi_header(path)
+            if not header.is_file():
+                raise SourceError(f"{path}: no ENVI header {header.name} beside it")
+            image = envi.open(str(header), None if path == header else str(path))
+            scene = image.open_memmap(interleave="bip")  # (rows, cols, bands) view whatever the file's interleave
+            wavelengths = _envi_wavelengths(image.metadata)
+    except SourceError:
+        raise
+    except Exception as exc:  # numpy/spectral raise many types for bad headers and truncated files
+        raise SourceError(f"{path}: cannot memory-map scene ({type(exc).__name__}: {_one_line(exc)})") from None
+    if scene.ndim == 2:
+        scene = scene[:, :, None]
+    if scene.ndim != 3 or min(scene.shape) == 0 or scene.dtype.kind not in "fiub":
+        raise SourceError(f"{path}: expected a numeric (H, W, bands) scene, got {scene.dtype} {scene.shape}")
+    return scene, wavelengths
+
+
+def scene_bytes(path: str | Path) -> int:
+    """Size of a scene's pixel data (.npy file size; ENVI rows*cols*bands*bytes from its header)."""
+    path = Path(path)
+    if path.suffix.lower() in (".npy", ".npz", ".mat"):
+        return path.stat().st_size
+    scene, _ = _open_scene(path)
+    return int(scene.nbytes)
+
+
+class WindowedSceneSource(Source):
+    """A scene too large for memory, read in `window` x `window` windows (row-major) with `halo` pixels
+    of context on each side (clipped at the borders). Each Frame's `region` = (row0, col0, H, W) places
+    data[0, 0] in the full scene; `core` = (r0, r1, c0, c1) within data are the pixels it owns. The cores
+    tile the scene exactly. Only one window is in memory at a time."""
+
+    live = False
+
+    def __init__(self, path: str | Path, *, window: int = 1024, halo: int = 8) -> None:
+        if window < 1 or halo < 0:
+            raise SourceError(f"{path}: window must be >= 1 and halo >= 0 (got {window}, {halo})")
+        self.path, self.window, self.halo = Path(path), int(window), int(halo)
+        self.name = str(self.path)
+        self._scene: np.ndarray | None = None
+        self._origins: list[tuple[int, int]] = []
+        self._position = 0
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: no such file")
+
+    def open(self) -> None:
+        if self._scene is not None:
+            return
+        self._scene, self.wavelengths = _open_scene(self.path)
+        height, width, self.bands = self._scene.shape
+        self._origins = [(r, c) for r in range(0, height, self.window) for c in range(0, width, self.window)]
+        log.info("%s: %dx%dx%d scene in %d windows of %d (+%d halo)", self.name, height, width, self.bands,
+                 len(self._origins), self.window, self.halo)
+
+    @property
+    def windows(self) -> int:
+        self.open()
+        return len(self._origins)
+
+    def read(self) -> Frame | None:
+        self.open()
+        assert self._scene is not None
+        if self._position >= len(self._origins):
+            return None
+        height, width, _ = self._scene.shape
+        r, c = self._origins[self._position]
+        r_end, c_end = min(r + self.window, height), min(c + self.window, width)
+        row0, col0 = max(r - self.halo, 0), max(c - self.halo, 0)
+        row1, col1 = min(r_end + self.halo, height), min(c_end + self.halo, width)
+        label = f"{self.path} window {self._position} (rows {row0}:{row1}, cols {col0}:{col1})"
+        try:  # the copy reads just this window from disk
+            data = check_cube(np.array(self._scene[row0:row1, col0:col1], dtype=np.float32), label)
+        except SSRANEdgeError as exc:
+            raise SourceError(_one_line(exc)) from None
+        frame = Frame(self._position, data, time.monotonic(), region=(row0, col0, height, width),
+                      core=(r - row0, r_end - row0, c - col0, c_end - col0),
+                      meta={"window": self._position, "windows": len(self._origins)})
+        self._position += 1
+        return frame
+
+    def close(self) -> None:
+        self._scene = None  # drops the memmap (and its file handle)
+        self._position = 0
+
+
+# --- simulated camera ----------------------------------------------------------------------------------
+
+class ReplaySource(Source):
+    """A hyperspectral cube through an SRF as a simulated camera: every frame is simulate_msi(cube, D),
+    repeated `frames` times. With no cube the bundled demo scene is used; with no SRF, nikon_d700 (RGB).
+    The ground-truth cube is `.reference` (for quality metrics). `wavelengths` is None (SRF bands are
+    not single wavelengths); `band_names` names them."""
+
+    live = False
+
+    def __init__(self, cube: str | Path | None = None, srf: Any = None, *, frames: int = 1,
+                 variable: str | None = None) -> None:
+        from ssran_edge.srf import SRF, load_srf
+
+        if frames < 1:
+            raise SourceError(f"replay: frames must be >= 1, got {frames}")
+        self.cube_path = None if cube is None or str(cube) == "" else Path(cube)
+        self.variable, self.frames = variable, int(frames)
+        try:
+            self.srf: SRF = srf if isinstance(srf, SRF) else load_srf(srf or "nikon_d700")
+        except SSRANEdgeError as exc:
+            raise SourceError(_one_line(exc)) from None
+        if self.cube_path is not None and not self.cube_path.exists():
+            raise SourceError(f"replay: {self.cube_path}: no such file or folder")
+        self.name = f"replay:{self.cube_path or 'demo'}@{self.srf.name}"
+        self.band_names: list[str] = list(self.srf.band_names)
+        self.bands = self.srf.bands
+        self.wavelengths = None
+        self.hsi_wavelengths: list[float] | None = None
+        self._reference: np.ndarray | None = None
+        self._msi: np.ndarray | None = None
+        self._position = 0
+
+    def open(self) -> None:
+        if self._msi is not None:
+            return
+        from ssran_edge.srf import simulate_msi
+
+        if self.cube_path is None:
+            from ssran_edge.assets import demo_scene
+
+            cube = demo_scene()
+        else:
+            cube = _read_cube(self.cube_path, self.variable)
+        try:
+            matrix = self.srf.matrix_for(cube.wavelengths, cube.bands)
+            self._msi = simulate_msi(cube.data, matrix)
+        except SSRANEdgeError as exc:
+            raise SourceError(f"replay {self.cube_path or 'demo'}: {_one_line(exc)}") from None
+        self._reference = cube.data
+        self.hsi_wavelengths = _wavelength_list(cube)
+
+    @property
+    def reference(self) -> np.ndarray:
+        """The hyperspectral cube (H, W, hsi_bands) every frame was simulated from."""
+        self.open()
+        assert self._reference is not None
+        return self._reference
+
+    def read(self) -> Frame | None:
+        self.open()
+        assert self._msi is not None
+        if self._position >= self.frames:
+            return None
+        # A copy per frame: a consumer that normalises in place must not alter later frames.
+        frame = Frame(self._position, self._msi.copy(), time.monotonic(),
+                      meta={"band_names": self.band_names, "replay": self._position})
+        self._position += 1
+        return frame
+
+
+# --- dispatch ------------------------------------------------------------------------------------------
+
+def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | None = None,
+                variable: str | None = None) -> Source:
+    """A Source from a command-line string (see ACCEPTED_FORMS). Bare "camera_stream" is the bundled
+    demo scene through `srf` (default nikon_d700) as a simulated camera, so the stream runs anywhere;
+    "camera_stream:<x>" is a real camera/stream/file <x> through OpenCV. MSI files over ~512 MB, or any
+    with `window` given, are read in windows."""
+    text = str(spec).strip()
+    if text == "camera_stream":
+        return ReplaySource(None, srf, frames=frames)
+    if text.startswith("camera_stream:"):
+        target = text[len("camera_stream:"):].strip()
+        if not target:
+            raise SourceError("camera_stream: name a device index, URL, pipeline or video file after the colon")
+        return VideoSource(target)
+    if text.startswith("replay:"):
+        return ReplaySource(text[len("replay:"):].strip() or None, srf, frames=frames, variable=variable)
+    if text.isdigit() or text.lower().startswith(STREAM_SCHEMES) or "!" in text:
+        return VideoSource(text)
+    path = Path(text).expanduser()
+    if text and path.is_dir():
+        return FolderSource(path)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return VideoSource(str(path))
+    if suffix in CUBE_EXTENSIONS + ENVI_EXTENSIONS:
+        if not path.is_file():
+            raise SourceError(f"{path}: no such file")
+        windowable = suffix in (".npy",) + ENVI_EXTENSIONS
+        if windowable and (window is not None or scene_bytes(path) > LARGE_SCENE_BYTES):
+            return WindowedSceneSource(path, window=window or 1024)
+        return FileSource(path, variable=variable)
+    raise SourceError(f"unknown source {_redact(text)!r}; accepted: {ACCEPTED_FORMS}")
