@@ -28,7 +28,7 @@ from export.onnx_export import (
 from export.tensorrt_engine import sidecar_path
 from ssran_edge import __version__
 from ssran_edge.checkpoint import atomic_path, load_model, write_json
-from ssran_edge.data.protocols import Pair, ProtocolData, load_protocol
+from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.tiling import torch_infer
 
@@ -76,7 +76,7 @@ def check_options(opts: ExportOptions) -> None:
 def validation_data(card: dict, opts: ExportOptions) -> ProtocolData:
     protocol = opts.data or card.get("protocol")
     try:
-        data = load_protocol(protocol, opts.data_root or None)
+        data = protocol_of_card(card, opts.data_root or None, protocol)
     except DataError as exc:
         raise DataError(f"no validation/calibration data for protocol {protocol!r}: {exc}") from None
     if (data.in_bands, data.out_bands) != (card["in_bands"], card["out_bands"]):

@@ -86,11 +86,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ssran_edge.data.protocols import load_protocol
+    from ssran_edge.data.protocols import protocol_of_card
     from train.report import MD_HEADER, evaluate, markdown_rows
 
     path, _, card = _load(args.model)
-    report = evaluate(path, load_protocol(args.protocol or card["protocol"], args.data_root), args.device)
+    report = evaluate(path, protocol_of_card(card, args.data_root, args.protocol), args.device)
     print("\n".join([*MD_HEADER, *markdown_rows(report)]))
     return 0
 

@@ -115,3 +115,29 @@ def test_cli_bad_input_is_one_line(args, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_train_on_your_own_cubes_through_an_srf(tmp_path, shared_data):
+    """Protocol "files": any cubes read_cube reads, simulated through an SRF (here CAVE crops as .npz)."""
+    from ssran_edge.data.readers import read_cave_scene
+
+    paths = []
+    for k, scene in enumerate(["balloons_ms", "flowers_ms"]):
+        cube = read_cave_scene(shared_data / "cave" / scene)
+        path = tmp_path / f"cube{k}.npz"
+        np.savez(path, cube=cube.data[:48, :40], wavelengths_nm=cube.wavelengths)
+        paths.append(str(path))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "train", "--protocol", "files", "--train-files", paths[0], "--test-files", paths[1],
+         "--srf", "nikon_d700", "--recipe", "edge", "--epochs", "1", "--batch-size", "4", "--patch-size", "8",
+         "--patches-per-epoch", "8", "--width", "8", "--num-blocks", "1", "--tile", "32", "--threads", "1",
+         "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    model, card = load_model(out / "model.safetensors")
+    assert (card["in_bands"], card["out_bands"], card["protocol"], card["srf"]) == (3, 31, "files", "nikon_d700")
+    assert card["training"]["test_files"] == [paths[1]] and len(card["wavelengths_nm"]) == 31
+    assert json.loads((out / "report.json").read_text())["test_regions"] == [paths[1]]
+    bad = subprocess.run([sys.executable, "-m", "train", "--protocol", "files", "--train-files", paths[0]],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "needs --train-files and --test-files" in bad.stderr

@@ -16,7 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave"])
+    p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave", "files"],
+                   help="a named protocol, or files: your own cubes (--train-files, --test-files, --srf)")
+    p.add_argument("--train-files", nargs="+", help="hyperspectral cubes to train on (protocol files)")
+    p.add_argument("--test-files", nargs="+", help="hyperspectral cubes to test on (protocol files)")
+    p.add_argument("--srf", help="the camera's SRF: bundled name or .mat/.csv file (protocol files)")
+    p.add_argument("--variable", help="variable name inside .mat/.npz cubes (protocol files)")
     p.add_argument("--recipe", default="paper", choices=sorted(RECIPES),
                    help="paper: the authors' settings; edge: the recipe of the shipped weights")
     p.add_argument("--arch", choices=["ssran", "ssran_linear_skip"],
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             from ssran_edge.checkpoint import load_training_state
 
             load_training_state(Path(config.output or default_output(config)) / "checkpoint.pt")
-        data = load_protocol(config.protocol, config.data_root or None)
+        data = load_protocol(config.protocol, config.data_root or None, **config.data_kwargs())
         best = train(config, resume=args.resume, data=data)
         print(f"weights: {best} (card: {best.with_suffix('.json')})")
         if not args.no_report:

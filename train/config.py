@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -34,6 +34,15 @@ class TrainConfig:
     threads: int = 0  # 0 = torch's default
     output: str = ""
     data_root: str = ""
+    # protocol "files": your own hyperspectral cubes seen through an SRF
+    train_files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)
+    srf: str = ""
+    variable: str = ""
+
+    def data_kwargs(self) -> dict:
+        return {"train_files": self.train_files, "test_files": self.test_files, "srf": self.srf,
+                "variable": self.variable or None}
 
     def to_dict(self) -> dict:
         return asdict(self)

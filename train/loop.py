@@ -62,7 +62,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     state_file = out / "checkpoint.pt"
     resumed = load_training_state(state_file) if resume else None  # fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    data = data or load_protocol(config.protocol, config.data_root or None)
+    data = data or load_protocol(config.protocol, config.data_root or None, **config.data_kwargs())
     torch.manual_seed(config.seed)
     model = build_model(config.arch, data.in_bands, data.out_bands, width=config.width,
                         num_blocks=config.num_blocks, eca_kernel=config.eca_kernel).to(config.device)

@@ -127,10 +127,49 @@ def load_cave(root: Path, scenes: list[str] | None = None) -> ProtocolData:
     return ProtocolData("cave", train, val, test, CAVE_WAVELENGTHS.tolist(), "nikon_d700", srf.band_names)
 
 
+def load_files(train_files: list[str], test_files: list[str], srf: str, variable: str | None = None,
+               val_fraction: float = 0.125) -> ProtocolData:
+    """Your own data: hyperspectral cubes (any format read_cube reads) seen through an SRF (bundled
+    name or file). Train cubes lose their bottom `val_fraction` of rows to validation."""
+    from ssran_edge.data.readers import read_cube
+
+    if not train_files or not test_files:
+        raise DataError("the files protocol needs --train-files and --test-files (hyperspectral cubes)")
+    sensor = load_srf(srf)
+    train, val, test, wavelengths, bands = [], [], [], None, None
+    for path in [*train_files, *test_files]:
+        cube = read_cube(path, variable)
+        if bands is not None and cube.bands != bands:
+            raise DataError(f"{path}: {cube.bands} bands, the other cubes have {bands}")
+        bands = cube.bands
+        wavelengths = wavelengths if cube.wavelengths is None else cube.wavelengths.tolist()
+        msi = simulate_msi(cube.data, sensor.matrix_for(cube.wavelengths, cube.bands))
+        if path in test_files:
+            test.append(Pair(msi, cube.data, str(path)))
+            continue
+        cut = cube.data.shape[0] - max(4, int(round(cube.data.shape[0] * val_fraction)))
+        if cut < 4:
+            raise DataError(f"{path}: {cube.data.shape[0]} rows are too few to hold out validation rows")
+        train.append(Pair(msi[:cut], cube.data[:cut], f"{path}[:{cut}]"))
+        val.append(Pair(msi[cut:], cube.data[cut:], f"{path}[{cut}:]"))
+    return ProtocolData("files", train, val, test, wavelengths, srf, sensor.band_names)
+
+
 PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave}
 
 
-def load_protocol(name: str, root: str | Path | None = None) -> ProtocolData:
+def protocol_of_card(card: dict, root: str | Path | None = None, name: str | None = None) -> ProtocolData:
+    """The data a model was trained and tested on, from its model card (named or "files")."""
+    training = card.get("training", {})
+    files = {k: training.get(k) for k in ("train_files", "test_files", "srf", "variable")}
+    return load_protocol(name or card.get("protocol", ""), root, **files)
+
+
+def load_protocol(name: str, root: str | Path | None = None, **files) -> ProtocolData:
+    """A named protocol, or "files" with train_files / test_files / srf (/ variable) given."""
+    if name == "files":
+        return load_files(files.get("train_files") or [], files.get("test_files") or [],
+                          files.get("srf") or "", files.get("variable"))
     if name not in PROTOCOLS:
-        raise DataError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise DataError(f"unknown protocol {name!r}; choose one of {', '.join([*PROTOCOLS, 'files'])}")
     return PROTOCOLS[name](Path(root) if root else shared_data_dir())
