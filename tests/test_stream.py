@@ -194,3 +194,12 @@ def test_threads_are_gone_after_a_run(video, runner):
     before = threading.active_count()
     StreamPipeline(VideoSource(video), runner, None, tile=32).run()
     assert threading.active_count() == before
+
+
+def test_stream_benchmark_measures_bare_and_pipeline():
+    from benchmarks.stream import demo_frames, measure
+
+    frames = demo_frames(96, 2)
+    assert frames[0].shape == (96, 96, 3) and not np.array_equal(frames[0], frames[1])
+    row = measure(TorchRunner(MODELS["cave"]), frames, tile=64, halo=8, batch=4)
+    assert row["bare_s"] > 0 and row["stream_s"] > 0 and np.isfinite(row["overhead"])
