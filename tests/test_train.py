@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from ssran_edge.checkpoint import load_model
 from ssran_edge.data.patches import gather_patches, patch_origins
 from ssran_edge.data.protocols import Pair, load_protocol
+from ssran_edge.errors import SSRANEdgeError
 from tests.conftest import REPO
 from train.config import make_config
 from train.loop import train
@@ -141,3 +143,16 @@ def test_train_on_your_own_cubes_through_an_srf(tmp_path, shared_data):
     bad = subprocess.run([sys.executable, "-m", "train", "--protocol", "files", "--train-files", paths[0]],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "needs --train-files and --test-files" in bad.stderr
+
+
+def test_init_fine_tunes_from_weights_and_refuses_a_mismatch(pavia, tmp_path):
+    first = train(make_config("pavia", "edge", output=str(tmp_path / "a"), **{**TINY, "epochs": 1}), data=pavia)
+    start, _ = load_model(first)
+    tuned = train(make_config("pavia", "edge", output=str(tmp_path / "b"), init=str(first),
+                              **{**TINY, "epochs": 1, "lr": 0.0}), data=pavia)  # lr 0: weights must not move
+    after, _ = load_model(tuned)
+    for (k, a), (_, b) in zip(start.state_dict().items(), after.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(SSRANEdgeError, match="cannot start a ssran_linear_skip"):
+        train(make_config("pavia", "edge", output=str(tmp_path / "c"), init=str(first), arch="ssran_linear_skip",
+                          **{**TINY, "epochs": 1}), data=pavia)

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.add_argument("--num-blocks", type=int)
     p.add_argument("--eca-kernel", type=int)
+    p.add_argument("--init", help="start from these weights (e.g. a paper-recipe model, to fine-tune on tiles)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, help="torch CPU threads (0 = default)")

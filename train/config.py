@@ -29,6 +29,7 @@ class TrainConfig:
     width: int = 64
     num_blocks: int = 3
     eca_kernel: int = 5
+    init: str = ""  # start from these weights (fine-tuning), with a fresh optimizer
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # 0 = torch's default

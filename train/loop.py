@@ -66,7 +66,17 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     torch.manual_seed(config.seed)
     model = build_model(config.arch, data.in_bands, data.out_bands, width=config.width,
                         num_blocks=config.num_blocks, eca_kernel=config.eca_kernel).to(config.device)
-    if isinstance(model, LinearSkipSSRAN):
+    if config.init:
+        from ssran_edge.checkpoint import load_model
+
+        start, start_card = load_model(config.init)
+        if (start_card["arch"], start_card["in_bands"], start_card["out_bands"]) != \
+                (config.arch, data.in_bands, data.out_bands):
+            raise SSRANEdgeError(f"--init {config.init}: a {start_card['arch']} {start_card['in_bands']} -> "
+                                 f"{start_card['out_bands']} model cannot start a {config.arch} "
+                                 f"{data.in_bands} -> {data.out_bands} run")
+        model.load_state_dict(start.state_dict())
+    elif isinstance(model, LinearSkipSSRAN):
         floor = LinearBaseline.fit([p.msi for p in data.train], [p.hsi for p in data.train])
         model.init_linear(torch.from_numpy(floor.weight.T.copy()), torch.from_numpy(floor.bias))
     if config.optimizer == "adam" and config.weight_decay > 0:
