@@ -126,3 +126,22 @@ def test_latency_comparison_runs_every_onnx_artefact(exported):
     assert {r["artefact"] for r in rows[1:]} == {f"ORT CPU {n}" for n in
                                                  ("model.onnx", "model_cpu.onnx", "model_fp16.onnx", "model_int8.onnx")}
     assert all(r["ms"] > 0 and r["speedup"] > 0 for r in rows)
+
+
+def test_int8_runner_agrees_with_torch_within_its_drift(exported):
+    """The same tiles through the INT8 ORT runner and the fp32 torch runner: they differ by no more than
+    the export's drift report says (PSNR of int8 against fp32 on the validation split)."""
+    from cpp_free_runtime.runners import OrtRunner, TorchRunner
+    from ssran_edge.data.protocols import load_protocol
+    from ssran_edge.metrics import psnr
+    from ssran_edge.tiling import run_tiled
+
+    out, _ = exported
+    drift = {d["artefact"]: d for d in json.loads((out / "drift.json").read_text())}
+    region = load_protocol("paris").val[0].msi
+    with TorchRunner(REPO / "ssran_edge/assets/models/paris.safetensors") as fp32, \
+            OrtRunner(out / "model_int8.onnx") as int8:
+        a = run_tiled(fp32.infer, region, 128, tile=256)
+        b = run_tiled(int8.infer, region, 128, tile=256)
+    assert psnr(a, b) == pytest.approx(drift["model_int8.onnx"]["psnr_vs_fp32"], abs=0.5)
+    assert 0 < np.abs(a - b).max() <= drift["model_int8.onnx"]["max_abs_vs_fp32"] + 1e-6
