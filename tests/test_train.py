@@ -74,7 +74,7 @@ def test_train_resume_and_report(pavia, tmp_path):
 
     report = write_report(best, pavia)
     metrics = report["metrics"]
-    assert set(metrics) == {"ssran_tile", "ssran_patch4", "linear"}
+    assert set(metrics) == {"ssran_tile", "ssran_whole", "ssran_patch4", "linear"}
     assert metrics["linear"]["psnr"] > 30  # the floor on this crop is ~39 dB
     assert json.loads((run / "report.json").read_text())["protocol"] == "pavia"
     assert "| pavia |" in (run / "report.md").read_text()
