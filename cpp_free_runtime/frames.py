@@ -74,3 +74,19 @@ class Sink:
         raise NotImplementedError
 
     def close(self) -> None: ...
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of a file-backed array (np.memmap, or a view of one).
+
+    Pages of a mapped file that were read or written (and flushed) stay mapped and count as the
+    process's resident memory; a scene of many GB streamed window by window would grow RSS to the
+    scene's size. MADV_DONTNEED hands them back to the page cache (the data stays on disk)."""
+    import mmap
+
+    while array is not None and not isinstance(getattr(array, "_mmap", None), mmap.mmap):
+        array = getattr(array, "base", None)
+        if not isinstance(array, np.ndarray):
+            return
+    if array is not None and hasattr(mmap, "MADV_DONTNEED"):
+        array._mmap.madvise(mmap.MADV_DONTNEED)

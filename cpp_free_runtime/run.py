@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
     p.add_argument("--tile", type=int, default=0, help="tile size (default: the model's)")
     p.add_argument("--halo", type=int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
-    p.add_argument("--batch", type=int, default=4, help="tiles per inference call")
+    p.add_argument("--batch", type=int, default=0,
+                   help="tiles per inference call (default: 1 on a CPU, where it is fastest and smallest; 4 on a GPU)")
     p.add_argument("--output", help="a folder (.npy per frame), name.zarr, or name.hdr (ENVI)")
     p.add_argument("--preview", help="path prefix for false-colour PNGs and spectra plots")
     p.add_argument("--srf", help="SRF for replay: sources (bundled name or file)")
@@ -58,8 +59,9 @@ def run_command(args: argparse.Namespace) -> int:
         if sink is not None:
             sink.open(runner.out_bands, selection.wavelengths)
         bar = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)
+        on_gpu = selection.backend == "trt" or "cuda" in selection.backend
         pipeline = StreamPipeline(source, runner, sink, tile=args.tile or selection.tile, halo=halo,
-                                  batch=args.batch, queue_size=args.queue, previews=previews,
+                                  batch=args.batch or (4 if on_gpu else 1), queue_size=args.queue, previews=previews,
                                   max_frames=args.max_frames, progress=bar,
                                   reference=getattr(source, "reference", None))
         signals: list[int] = []

@@ -54,6 +54,13 @@ def _reason(exc: OSError) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 @contextmanager
 def _io(path: Path, doing: str = "cannot write") -> Iterator[None]:
     """OSError -> SinkError('<path>: <doing>: <reason>'), one line."""
@@ -213,8 +220,10 @@ class _FileSink(_BaseSink):
                 if self._scene is None:
                     self._scene_tmp = self.folder / f".{self.scene_data_path().name}.partial"
                     self._scene = self._new_scene(self._scene_tmp, *self._scene_shape)  # type: ignore[misc]
-                self.put_window(self._scene, rect, core)
-                self._scene.flush()  # the window is on disk before we count it as done
+                # Written with pwrite, not through the mapping: pages touched through a mapping (and the
+                # kernel's fault-around neighbours) count as resident memory, GBs for a BSQ scene.
+                with open(self._scene_tmp, "r+b", buffering=0) as f:  # type: ignore[arg-type]
+                    self.put_window(f.fileno(), self._scene, rect, core)
             self._cores.append(rect)
         self.frames_written += 1
 
@@ -237,12 +246,13 @@ class _FileSink(_BaseSink):
         self._scene = None
         h, w = self._scene_shape  # type: ignore[misc]
         with _io(final):
-            scene.flush()
-            del scene  # unmap before the rename
+            del scene  # unmap before the rename (pixels went in by pwrite)
             if not _all_covered(self._cores, h, w):
                 log.warning("%s: scene incomplete (%d windows written); partial data left in %s, nothing "
                             "under the final name", final, len(self._cores), tmp)
                 return
+            with open(tmp, "rb") as f:  # type: ignore[arg-type]
+                os.fsync(f.fileno())  # on disk before it gets its final name
             self.finish_scene(tmp, final)  # type: ignore[arg-type]
         log.info("%s: scene %dx%dx%d complete (%d windows)", final, h, w, self.bands, len(self._cores))
 
@@ -253,7 +263,8 @@ class _FileSink(_BaseSink):
     def create_scene(self, tmp: Path, h: int, w: int) -> np.memmap:
         raise NotImplementedError
 
-    def put_window(self, scene: np.memmap, rect: tuple[int, int, int, int], core: np.ndarray) -> None:
+    def put_window(self, fd: int, scene: np.memmap, rect: tuple[int, int, int, int], core: np.ndarray) -> None:
+        """Write `core` into the scene file at `rect` (the memmap only gives layout and offset)."""
         raise NotImplementedError
 
     def finish_scene(self, tmp: Path, final: Path) -> None:
@@ -273,9 +284,12 @@ class NpySink(_FileSink):
     def create_scene(self, tmp: Path, h: int, w: int) -> np.memmap:
         return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(h, w, self.bands))
 
-    def put_window(self, scene: np.memmap, rect: tuple[int, int, int, int], core: np.ndarray) -> None:
+    def put_window(self, fd: int, scene: np.memmap, rect: tuple[int, int, int, int], core: np.ndarray) -> None:
         r0, r1, c0, c1 = rect
-        scene[r0:r1, c0:c1] = core
+        _, w, bands = scene.shape
+        rows = np.ascontiguousarray(core, dtype="<f4")
+        for r in range(r0, r1):  # (H, W, bands): each row's core is one contiguous run
+            _pwrite_all(fd, rows[r - r0], scene.offset + ((r * w + c0) * bands) * 4)
 
 
 class EnviSink(_FileSink):
@@ -307,9 +321,16 @@ class EnviSink(_FileSink):
         # BSQ is (bands, lines, samples) on disk; a sparse file, pages written as windows arrive.
         return np.memmap(tmp, dtype="<f4", mode="w+", shape=(self.bands, h, w))
 
-    def put_window(self, scene: np.memmap, rect: tuple[int, int, int, int], core: np.ndarray) -> None:
+    def put_window(self, fd: int, scene: np.memmap, rect: tuple[int, int, int, int], core: np.ndarray) -> None:
         r0, r1, c0, c1 = rect
-        scene[:, r0:r1, c0:c1] = core.transpose(2, 0, 1)
+        _, h, w = scene.shape
+        planes = np.ascontiguousarray(core.transpose(2, 0, 1), dtype="<f4")  # BSQ: band, line, sample
+        for b in range(planes.shape[0]):
+            if c0 == 0 and c1 == w:  # full-width windows: one run per band
+                _pwrite_all(fd, planes[b], scene.offset + (b * h + r0) * w * 4)
+                continue
+            for r in range(r0, r1):
+                _pwrite_all(fd, planes[b, r - r0], scene.offset + ((b * h + r) * w + c0) * 4)
 
     def scene_data_path(self) -> Path:
         return self.scene_path().with_suffix(".img")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cpp_free_runtime.frames import Frame, Source, SourceError
+from cpp_free_runtime.frames import Frame, Source, SourceError, release_pages
 from ssran_edge.data.readers import Cube, check_cube, read_cube
 from ssran_edge.errors import SSRANEdgeError
 
@@ -409,6 +409,7 @@ class WindowedSceneSource(Source):
         label = f"{self.path} window {self._position} (rows {row0}:{row1}, cols {col0}:{col1})"
         try:  # the copy reads just this window from disk
             data = check_cube(np.array(self._scene[row0:row1, col0:col1], dtype=np.float32), label)
+            release_pages(self._scene)  # keep memory bounded by the window, not the scene
         except SSRANEdgeError as exc:
             raise SourceError(_one_line(exc)) from None
         frame = Frame(self._position, data, time.monotonic(), region=(row0, col0, height, width),

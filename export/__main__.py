@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             max_drop_db={**DEFAULT_MAX_DROP_DB, "fp16": args.max_drop_fp16, "int8": args.max_drop_int8})
         manifest = run_export(opts)
     except SSRANEdgeError as exc:
+        if "accuracy-drift gate failed" in str(exc):
+            print((output / "drift.md").read_text())  # the table says by how much
         print(f"python -m export: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

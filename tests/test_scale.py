@@ -32,7 +32,8 @@ def test_8192_scene_in_windows_with_bounded_memory(tmp_path):
     del scene
     result = subprocess.run(
         ["/usr/bin/time", "-v", sys.executable, "-m", "ssran_edge.cli", "run", str(tmp_path / "scene.npy"),
-         "--window", "2048", "--model", str(weights), "--backend", "ort", "--output", str(tmp_path / "hsi.hdr"),
+         "--window", "512", "--queue", "2", "--model", str(weights), "--backend", "ort",
+         "--output", str(tmp_path / "hsi.hdr"),
          "--summary-json", str(tmp_path / "summary.json")],
         cwd=REPO, capture_output=True, text=True, timeout=3 * 3600,
         env={**__import__("os").environ, "SSRAN_CACHE": str(tmp_path / "cache")})

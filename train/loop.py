@@ -30,8 +30,7 @@ def model_card(config: TrainConfig, data: ProtocolData) -> dict:
     return {"arch": config.arch, "in_bands": data.in_bands, "out_bands": data.out_bands,
             "width": config.width, "num_blocks": config.num_blocks, "eca_kernel": config.eca_kernel,
             "wavelengths_nm": data.wavelengths, "srf": data.srf, "msi_band_names": data.msi_band_names,
-            "protocol": data.name, "inference": {"mode": config.select_mode, "tile": config.tile,
-                                                  "patch": config.patch_size},
+            "protocol": data.name, "inference": {"mode": config.select_mode, "tile": config.tile, "patch": 4},
             "version": __version__, "training": config.to_dict()}
 
 
