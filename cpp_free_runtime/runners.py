@@ -129,7 +129,12 @@ class OrtRunner(Runner):
         self.session = ort_session(self.path, providers, self.threads)
         meta = self.session.get_inputs()[0]
         self.input_name = meta.name
-        self.in_bands = self.in_bands or int(meta.shape[1])
+        out_meta = self.session.get_outputs()[0]
+        if not self.in_bands or not self.out_bands:  # an ONNX without our metadata: trust its static shapes
+            if not (isinstance(meta.shape[1], int) and isinstance(out_meta.shape[1], int)):
+                raise RunnerError(f"{self.path}: band counts unknown (no ssran_edge metadata, dynamic channels); "
+                                  "export it with python -m export")
+            self.in_bands, self.out_bands = int(meta.shape[1]), int(out_meta.shape[1])
         self.input_dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
 
     def deactivate_impl(self) -> None:

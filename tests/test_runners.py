@@ -60,3 +60,14 @@ def test_corrupt_onnx_is_one_clear_error(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(SSRANEdgeError, match="missing or empty ONNX file"):
         OrtRunner(empty).activate()
+
+
+def test_foreign_onnx_uses_its_static_band_counts(tmp_path):
+    import torch
+
+    path = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 5, 1), (torch.rand(1, 3, 8, 8),), str(path), dynamo=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    with OrtRunner(path) as runner:
+        assert (runner.in_bands, runner.out_bands) == (3, 5)
+        assert runner.infer(np.zeros((2, 3, 4, 4), np.float32)).shape == (2, 5, 4, 4)
