@@ -62,6 +62,7 @@ def test_corrupt_onnx_is_one_clear_error(tmp_path):
         OrtRunner(empty).activate()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # a foreign file, made the legacy way on purpose
 def test_foreign_onnx_uses_its_static_band_counts(tmp_path):
     import torch
 
