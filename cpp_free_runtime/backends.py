@@ -30,10 +30,10 @@ def _cache_dir() -> Path:
 
 def cached_onnx(weights: Path) -> Path:
     """The fp32 ONNX of a checkpoint, exported once and kept under ~/.cache/ssran-edge by hash."""
-    from export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata, sha256
-    from ssran_edge.checkpoint import load_model
+    from export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata
+    from ssran_edge.checkpoint import load_model, sha256_file
 
-    path = _cache_dir() / f"{sha256(weights)[:20]}.onnx"
+    path = _cache_dir() / f"{sha256_file(weights)[:20]}.onnx"
     if not path.is_file():
         model, card = load_model(weights)
         log.info("exporting %s to ONNX once (cached at %s)", weights, path)

@@ -8,8 +8,6 @@ Sigmoid, Mul, Add) and its dynamic dimensions are declared, not guessed from a t
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import warnings
@@ -83,12 +81,6 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_fp32(model: torch.nn.Module, imgsz: int = 64, dynamic: bool = True,
@@ -135,18 +127,6 @@ def ort_optimize(src: Path, dst: Path) -> Path:
     return dst
 
 
-def op_counts(path_or_proto) -> dict[str, int]:
-    proto = path_or_proto if isinstance(path_or_proto, onnx.ModelProto) else onnx.load(str(path_or_proto))
-    counts: dict[str, int] = {}
-    for node in proto.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
-
-
-def model_bytes(proto: onnx.ModelProto) -> bytes:
-    buffer = io.BytesIO()
-    onnx.save(proto, buffer)
-    return buffer.getvalue()
 
 
 def ort_session(path: str | Path, providers: list[str] | None = None, threads: int = 0):

@@ -23,11 +23,10 @@ from export.onnx_export import (
     ort_session,
     save_onnx,
     set_metadata,
-    sha256,
 )
 from export.tensorrt_engine import sidecar_path
 from ssran_edge import __version__
-from ssran_edge.checkpoint import atomic_path, load_model, write_json
+from ssran_edge.checkpoint import atomic_path, load_model, sha256_file, write_json
 from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.tiling import torch_infer
@@ -178,7 +177,7 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
             else:
                 (opts.output / f).unlink(missing_ok=True)
         if result.passed:
-            artefacts.append({"file": name, "precision": result.precision, "sha256": sha256(opts.output / name),
+            artefacts.append({"file": name, "precision": result.precision, "sha256": sha256_file(opts.output / name),
                               "bytes": (opts.output / name).stat().st_size, **extra})
     drifts = [r for _, r, _ in staged]
     with atomic_path(opts.output / "drift.md") as tmp:
@@ -186,7 +185,7 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
                        f"tile {tile})\n\n{drift_gate.MD_HEADER}\n" + "\n".join(d.markdown() for d in drifts) + "\n")
     write_json(opts.output / "drift.json", [d.to_dict() for d in drifts])
     return {"ssran_edge_version": __version__, "source_weights": str(opts.weights),
-            "source_sha256": sha256(opts.weights), "protocol": card.get("protocol"),
+            "source_sha256": sha256_file(opts.weights), "protocol": card.get("protocol"),
             "bands": [card["in_bands"], card["out_bands"]], "tile": tile, "halo": opts.halo,
             "artefacts": artefacts, "drift": [d.to_dict() for d in drifts],
             "tensorrt": "built" if trt_ok else f"skipped: {trt_reason}", "options": _jsonable(opts)}

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssran_edge.checkpoint import atomic_path, write_json
+from ssran_edge.checkpoint import atomic_path, sha256_file, write_json
 from ssran_edge.errors import SSRANEdgeError
 
 if TYPE_CHECKING:
@@ -297,12 +297,6 @@ def check_compatible(sidecar: dict[str, Any], platform: dict[str, Any], *, name:
 # ---------------------------------------------------------------- build
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _has_qdq(onnx_path: Path) -> bool:
@@ -438,8 +432,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
         "inputs": [INPUT],
         "outputs": outputs,
         "onnx": onnx_path.name,
-        "onnx_sha256": _sha256(onnx_path),
-        "engine_sha256": _sha256(engine_path),
+        "onnx_sha256": sha256_file(onnx_path),
+        "engine_sha256": sha256_file(engine_path),
         "engine_bytes": engine_path.stat().st_size,
         "workspace_gib": workspace_gib,
         "build_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
