@@ -12,8 +12,9 @@ ASSETS = Path(__file__).parent
 DEMO_SCENE = ASSETS / "demo_cave_crop.npz"
 # cave: SSRAN + least-squares linear skip (the variant; +2.6 dB over the linear floor on CAVE's test
 # scenes); cave_ssran: the faithful SSRAN (paper recipe, then fine-tuned on 64-px tiles); paris: the
-# faithful SSRAN (paper recipe). See README "Results".
-MODELS = {name: ASSETS / "models" / f"{name}.safetensors" for name in ("cave", "cave_ssran", "paris")}
+# faithful SSRAN (paper recipe); pavia: the variant on Pavia University (4 -> 103 bands). See README
+# "Results".
+MODELS = {name: ASSETS / "models" / f"{name}.safetensors" for name in ("cave", "cave_ssran", "paris", "pavia")}
 DEFAULT_MODEL = MODELS["cave"]
 
 
