@@ -29,6 +29,10 @@ class TileCalibrationReader(CalibrationDataReader):
                  input_name: str = "msi"):
         if samples < 1:
             raise DataError(f"--calib-samples must be at least 1, got {samples}")
+        if tile < 1:
+            raise DataError(f"--calib-tile must be at least 1 pixel, got {tile}")
+        if not pairs:
+            raise DataError("calibration set is empty: no training regions to draw tiles from")
         rng = np.random.default_rng(seed)
         self.tiles = []
         for k in range(samples):
