@@ -1,0 +1,55 @@
+"""Options and parametrization of the benchmark suite (pytest benchmarks/ ...; see benchmarks/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import suite
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("ssran-edge bench")
+    g.addoption("--bench-configs", default=",".join(suite.CONFIGS), help="bundled models (or weights paths)")
+    g.addoption("--bench-sizes", default=",".join(map(str, suite.SIZES)), help="square frame sizes")
+    g.addoption("--bench-precisions", default="fp32,fp16,int8")
+    g.addoption("--bench-exports", default="exports", help="export folders live (or are built) here")
+    g.addoption("--bench-stream-size", type=int, default=512, help="frame size of the end-to-end stream cases")
+    g.addoption("--bench-stream-frames", type=int, default=6)
+    g.addoption("--bench-threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = cores)")
+
+
+def _csv(config: pytest.Config, name: str) -> list[str]:
+    return [v for v in config.getoption(name).split(",") if v]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    config = metafunc.config
+    if "artefact" in metafunc.fixturenames:
+        found = []
+        for name in _csv(config, "--bench-configs"):
+            export_dir = suite.ensure_export(name, Path(config.getoption("--bench-exports")))
+            found += suite.artefacts(name, export_dir, tuple(_csv(config, "--bench-precisions")))
+        metafunc.parametrize("artefact", found, ids=[a.key.replace(" ", "-") for a in found], scope="module")
+    if "size" in metafunc.fixturenames:
+        sizes = [int(s) for s in _csv(config, "--bench-sizes")]
+        metafunc.parametrize("size", sizes, ids=[f"{s}px" for s in sizes])
+
+
+@pytest.fixture(scope="module")
+def runner(artefact: suite.Artefact, request: pytest.FixtureRequest):
+    """One activated runner per artefact, reused over frame sizes."""
+    with suite.open_runner(artefact, request.config.getoption("--bench-threads")) as r:
+        yield r
+
+
+_ACCURACY: dict[str, dict] = {}
+
+
+@pytest.fixture
+def accuracy(artefact: suite.Artefact, runner) -> dict:
+    """Accuracy of the artefact on real validation data, measured once per run."""
+    if artefact.key not in _ACCURACY:
+        _ACCURACY[artefact.key] = suite.accuracy(artefact, runner)
+    return _ACCURACY[artefact.key]

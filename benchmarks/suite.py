@@ -1,0 +1,206 @@
+"""What the benchmark suite measures, shared by the pytest-benchmark tests (benchmarks/test_latency.py)
+and `ssran-edge bench` (benchmarks/report.py).
+
+A *config* is a bundled model and the real frames it is fed: `cave` (3 -> 31 bands; the bundled CAVE
+crop through the Nikon D700 SRF) and `pavia` (4 -> 103; Pavia University through D_103, from the
+data sets). An *artefact* is one way to run it: torch eager fp32 (the reference every ratio is taken
+against) and every ONNX / TensorRT file of its export folder. Each frame is run the way `ssran-edge
+run` runs it: cut into the model's tiles with a halo, batched, stitched.
+
+FLOPs are the convolutions' (2 per multiply-add) per *output* pixel, so halo recomputation counts
+against the artefact, and int8 figures are fp32-equivalent operations per second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from cpp_free_runtime.runners import OrtRunner, Runner, TorchRunner
+from ssran_edge.checkpoint import load_model, sha256_file
+from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.tiling import run_tiled
+
+log = logging.getLogger("ssran_edge.bench")
+SIZES = (256, 512, 2048)
+CONFIGS = ("cave", "pavia")
+HALO = 8
+
+
+@dataclass(frozen=True)
+class Artefact:
+    config: str  # bundled model name (or a weights path)
+    label: str  # "torch fp32", "ort model_int8.onnx", "trt model_fp16.engine"
+    backend: str  # torch | ort | trt
+    precision: str  # fp32 | fp16 | int8
+    path: str  # weights (torch) or artefact file
+
+    @property
+    def key(self) -> str:
+        return f"{self.config}:{self.label}"
+
+
+def weights_of(config: str) -> Path:
+    from ssran_edge.assets import MODELS
+
+    return Path(MODELS.get(config, config))
+
+
+@cache
+def card_of(config: str) -> dict:
+    return load_model(weights_of(config))[1]
+
+
+def flops_per_pixel(config: str) -> float:
+    """Convolution FLOPs (2 x multiply-adds) per output pixel, from the model's own layers."""
+    import torch
+
+    model, _ = load_model(weights_of(config))
+    total = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            kh, kw = m.kernel_size
+            total += 2 * kh * kw * m.in_channels * m.out_channels // m.groups
+    return float(total)
+
+
+def ensure_export(config: str, root: Path) -> Path:
+    """The config's export folder (fp32, fp16, int8), built with `python -m export` unless one made from
+    these exact weights is already there. An artefact that fails its drift gate is simply absent."""
+    from export.pipeline import ExportOptions, run_export
+
+    weights = weights_of(config)
+    out = root / (config if weights.parent.name == "models" else weights.stem)
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if m.get("source_sha256") == sha256_file(weights) and m["options"].get("int8") and m["options"].get("fp16"):
+            return out
+    log.info("exporting %s to %s (fp32, fp16, int8)", config, out)
+    try:
+        run_export(ExportOptions(weights=weights, output=out, fp16=True, int8=True))
+    except SSRANEdgeError as exc:  # a failed gate: the passing artefacts landed; the others are reported absent
+        log.warning("%s: %s", config, exc)
+    return out
+
+
+def artefacts(config: str, export_dir: Path | None, precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+              ) -> list[Artefact]:
+    """torch eager fp32, then every artefact in the export folder's manifest (engines where TensorRT runs)."""
+    found = [Artefact(config, "torch fp32", "torch", "fp32", str(weights_of(config)))]
+    if export_dir is None or not (export_dir / "manifest.json").is_file():
+        return found
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    for a in manifest["artefacts"]:
+        if a["precision"] not in precisions:
+            continue
+        backend = "trt" if a["file"].endswith(".engine") else "ort"
+        found.append(Artefact(config, f"{backend} {a['file']}", backend, a["precision"], str(export_dir / a["file"])))
+    return found
+
+
+def open_runner(artefact: Artefact, threads: int = 0) -> Runner:
+    if artefact.backend == "torch":
+        return TorchRunner(artefact.path)
+    if artefact.backend == "ort":
+        return OrtRunner(artefact.path, threads=threads)
+    from cpp_free_runtime.runners import TrtRunner
+
+    return TrtRunner(artefact.path)
+
+
+@cache
+def source_msi(config: str) -> np.ndarray:
+    """A real multispectral frame for the config, (H, W, in_bands) float32."""
+    from ssran_edge.srf import load_srf, simulate_msi
+
+    card = card_of(config)
+    if card.get("protocol") == "cave" and card["in_bands"] == 3:
+        from ssran_edge.assets import demo_scene
+
+        scene = demo_scene()
+        return simulate_msi(scene.data, load_srf(card["srf"]).matrix_for(scene.wavelengths, scene.bands))
+    from ssran_edge.data.protocols import protocol_of_card
+
+    data = protocol_of_card(card)
+    return max((p.msi for p in data.train + data.val + data.test), key=lambda m: m.shape[0] * m.shape[1])
+
+
+def frame(config: str, size: int) -> np.ndarray:
+    """size x size frame: the real MSI repeated, mirrored so there are no hard edges, up to the size."""
+    msi = source_msi(config)
+    reps_r, reps_c = -(-size // msi.shape[0]), -(-size // msi.shape[1])
+    rows = [np.concatenate([msi[:: (-1) ** i, :: (-1) ** j] for j in range(reps_c)], axis=1) for i in range(reps_r)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:size, :size], dtype=np.float32)
+
+
+def infer_frame(runner: Runner, msi: np.ndarray, tile: int, batch: int = 1) -> np.ndarray:
+    """One frame the way `ssran-edge run` infers it (tiles + halo, batched, stitched)."""
+    return run_tiled(runner.infer, msi, runner.out_bands, tile, HALO, batch)
+
+
+def gemm_ceiling(n: int = 2048, repeat: int = 5) -> float:
+    """fp32 GEMM GFLOP/s on this machine now (torch matmul, all cores): the roof the conv kernels aim for."""
+    import torch
+
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.matmul(a, b)
+    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeat))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def accuracy(artefact: Artefact, runner: Runner) -> dict:
+    """PSNR/SAM vs ground truth and drift vs the fp32 model on the config's validation split (or, without
+    the data sets, on the bundled CAVE crop)."""
+    from export import drift as drift_gate
+
+    card = card_of(artefact.config)
+    pairs, where = _validation_pairs(artefact.config)
+    if not pairs:
+        return {"accuracy_on": where}
+    tile = card["inference"]["tile"]
+    references = _references(artefact.config)
+    result = drift_gate.measure(artefact.label, artefact.precision, runner.infer, pairs, references,
+                                card["out_bands"], tile, threshold_db=float("inf"))
+    return {"accuracy_on": where, "psnr": result.psnr_gt, "sam": result.sam_gt, "psnr_fp32": result.psnr_gt_fp32,
+            "drift_db": result.drop_db, "psnr_vs_fp32": result.psnr_vs_fp32}
+
+
+@cache
+def _validation_pairs(config: str) -> tuple[list, str]:
+    from ssran_edge.data.protocols import Pair, protocol_of_card
+
+    card = card_of(config)
+    try:
+        return protocol_of_card(card).val, f"{card.get('protocol')} validation split"
+    except DataError:
+        if card.get("protocol") != "cave":
+            return [], "no validation data (set SSRAN_DATA to the data sets)"
+    from ssran_edge.assets import demo_scene
+    from ssran_edge.srf import load_srf, simulate_msi
+
+    scene = demo_scene()
+    msi = simulate_msi(scene.data, load_srf(card["srf"]).matrix_for(scene.wavelengths, scene.bands))
+    return [Pair("demo", msi, scene.data)], "bundled CAVE crop"
+
+
+@cache
+def _references(config: str) -> list[np.ndarray]:
+    from export import drift as drift_gate
+    from ssran_edge.tiling import torch_infer
+
+    model, card = load_model(weights_of(config))
+    pairs, _ = _validation_pairs(config)
+    return drift_gate.reference_outputs(torch_infer(model), pairs, card["out_bands"], card["inference"]["tile"])

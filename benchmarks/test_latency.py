@@ -1,0 +1,101 @@
+"""The latency suite: every runner x precision x frame size on real frames, the fp32 GEMM ceiling, and
+the end-to-end stream, all in one run so ratios between them hold however noisy the machine is.
+
+    pytest benchmarks/ --benchmark-autosave          (or: ssran-edge bench, which also prints the table)
+
+Each test stores what the report needs in benchmark.extra_info; timings are pytest-benchmark's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import suite
+from benchmarks.stream import ArraySource, bare_seconds
+from cpp_free_runtime.pipeline import StreamPipeline
+from cpp_free_runtime.sinks import NpySink
+
+
+def rounds_for(size: int) -> int:
+    return 5 if size <= 256 else 3 if size <= 512 else 1
+
+
+def _gemm(engine: str, n: int):
+    """A 2048² fp32 matmul through one library: the ceiling is the best of them in this run."""
+    a, b = (np.random.default_rng(k).random((n, n), dtype=np.float32) for k in (0, 1))
+    if engine == "torch":
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        return lambda: torch.matmul(ta, tb)
+    if engine == "numpy":
+        return lambda: a @ b
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy", "onnxruntime"])
+def test_gemm_ceiling(benchmark, engine: str):
+    n = 2048
+    benchmark.group = "ceiling"
+    benchmark.extra_info.update(kind="ceiling", engine=engine, flop=2 * n**3)
+    benchmark.pedantic(_gemm(engine, n), rounds=7, warmup_rounds=1)
+
+
+def test_frame(benchmark, artefact: suite.Artefact, runner, size: int, accuracy: dict):
+    card = suite.card_of(artefact.config)
+    tile = card["inference"]["tile"]
+    msi = suite.frame(artefact.config, size)
+    out = suite.infer_frame(runner, msi[:tile, :tile], tile)  # warm-up: ORT plans its memory on the first run
+    assert out.shape == (min(tile, size), min(tile, size), runner.out_bands) and np.isfinite(out).all()
+    benchmark.group = f"{artefact.config} {size}px"
+    benchmark.extra_info.update(
+        kind="frame", config=artefact.config, artefact=artefact.label, backend=artefact.backend,
+        precision=artefact.precision, size=size, tile=tile, pixels=size * size,
+        flop=suite.flops_per_pixel(artefact.config) * size * size, **accuracy)
+    benchmark.pedantic(suite.infer_frame, args=(runner, msi, tile), rounds=rounds_for(size), warmup_rounds=0)
+
+
+def test_stream(benchmark, artefact: suite.Artefact, runner, request):
+    """`ssran-edge run`'s pipeline (reader, checks, tiling, stitching, .npy sink) against the bare runner on
+    the same tiles, back to back."""
+    size = request.config.getoption("--bench-stream-size")
+    count = request.config.getoption("--bench-stream-frames")
+    tile = suite.card_of(artefact.config)["inference"]["tile"]
+    base = suite.frame(artefact.config, size)
+    frames = [np.ascontiguousarray(np.roll(base, 17 * k, axis=1)) for k in range(count)]
+    bare = bare_seconds(runner, frames, tile, suite.HALO, batch=1)
+
+    summary: dict = {}
+
+    def stream() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            sink = NpySink(Path(tmp) / "out")
+            sink.open(runner.out_bands, None)
+            stats = StreamPipeline(ArraySource(frames), runner, sink, tile=tile, halo=suite.HALO, batch=1).run()
+            sink.close()
+            assert stats.frames == count and stats.dropped == 0
+            assert len(list((Path(tmp) / "out").glob("*.npy"))) == count
+            summary.update(stats.summary())
+
+    benchmark.group = f"{artefact.config} stream {size}px"
+    benchmark.extra_info.update(
+        kind="stream", config=artefact.config, artefact=artefact.label, backend=artefact.backend,
+        precision=artefact.precision, size=size, frames=count, pixels=count * size * size, bare_seconds=bare,
+        flop=suite.flops_per_pixel(artefact.config) * count * size * size)
+    benchmark.pedantic(stream, rounds=1, warmup_rounds=0)
+    if "steady_fps" in summary:  # frames 2..n, once the pipeline is full
+        benchmark.extra_info["steady_seconds_per_frame"] = 1 / summary["steady_fps"]
