@@ -58,14 +58,26 @@ def _run_windows(infer: InferFn, msi: np.ndarray, windows, out_bands: int, batch
     return out
 
 
+def _spans(length: int, size: int) -> list[tuple[int, int, int]]:
+    """(tile start, kept start, kept end) along one axis. A last tile shifted inward (so that it still has
+    a whole tile of context) keeps only the pixels the tile before it did not: the kept spans partition
+    [0, length), every pixel is written by exactly one tile."""
+    spans, kept = [], 0
+    for start in _starts(length, size):
+        end = min(start + size, length)
+        spans.append((start, kept, end))
+        kept = end
+    return spans
+
+
 def tile_windows(h: int, w: int, tile: int, halo: int):
-    """((input window), (kept region)) pairs covering an h x w frame."""
+    """((input window), (kept region)) pairs for an h x w frame: the kept regions partition the frame; each
+    input window is its tile grown by `halo` (clipped at the border), so it holds its kept region + halo."""
     windows = []
-    for r in _starts(h, tile):
-        for c in _starts(w, tile):
-            keep = (r, min(r + tile, h), c, min(c + tile, w))
-            window = (max(keep[0] - halo, 0), min(keep[1] + halo, h), max(keep[2] - halo, 0), min(keep[3] + halo, w))
-            windows.append((window, keep))
+    for r, k0, k1 in _spans(h, tile):
+        for c, j0, j1 in _spans(w, tile):
+            window = (max(r - halo, 0), min(k1 + halo, h), max(c - halo, 0), min(j1 + halo, w))
+            windows.append((window, (k0, k1, j0, j1)))
     return windows
 
 
