@@ -145,3 +145,19 @@ def test_int8_runner_agrees_with_torch_within_its_drift(exported):
         b = run_tiled(int8.infer, region, 128, tile=256)
     assert psnr(a, b) == pytest.approx(drift["model_int8.onnx"]["psnr_vs_fp32"], abs=0.5)
     assert 0 < np.abs(a - b).max() <= drift["model_int8.onnx"]["max_abs_vs_fp32"] + 1e-6
+
+
+def test_int8_keeps_the_input_layer_and_the_head_float(exported):
+    """Mixed precision (export/quantize.edge_nodes): the 15 body convs run int8; the layer reading the MSI
+    and the reconstruction head stay float, so the output is never on a uint8 grid."""
+    out, _ = exported
+    graph = onnx.load(str(out / "model_int8.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv" and len(n.input) > 1]
+    int8_convs = [n for n in convs if getattr(producer.get(n.input[1]), "op_type", "") == "DequantizeLinear"]
+    assert len(int8_convs) == 15
+    first = [n for n in convs if "msi" in n.input]
+    assert first and not set(map(id, first)) & set(map(id, int8_convs))  # reads the float input directly
+    assert producer["hsi"].op_type not in ("DequantizeLinear", "QuantizeLinear")
+    meta = read_metadata(out / "model_int8.onnx")
+    assert {n.name for n in first} <= set(meta["ssran_edge.float_nodes"])
