@@ -52,6 +52,10 @@ class Source:
 
     def close(self) -> None: ...
 
+    def interrupt(self) -> None:
+        """Called from another thread (a signal handler) to stop: a source that can block (a stalled
+        camera) returns from read() soon, ending the stream. Sources that never block need nothing."""
+
     def __enter__(self) -> Source:
         self.open()
         return self

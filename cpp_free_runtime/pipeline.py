@@ -76,6 +76,9 @@ class StreamPipeline:
     def stop(self) -> None:
         """Stop reading; frames already read are still finished and written."""
         self._stop.set()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:  # a camera blocked in a read or a backoff stops waiting
+            interrupt()
 
     # --- stages -------------------------------------------------------------------------------------
 
@@ -173,7 +176,7 @@ class StreamPipeline:
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
-        self._stop.set()
+        self.stop()
 
     # --- run -----------------------------------------------------------------------------------------
 

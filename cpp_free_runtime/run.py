@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = the whole source)")
     p.add_argument("--window", type=int, default=0, help="read a large scene in windows of N px")
     p.add_argument("--queue", type=int, default=4, help="frames waiting between stages")
+    p.add_argument("--read-timeout", type=float, default=10.0,
+                   help="seconds a live camera's read may block before it counts as failed (retry, reconnect)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--summary-json", help="write the run summary here")
 
@@ -51,7 +53,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     selection = select_runner(args.model, args.backend, args.device, args.threads)
     print(f"backend: {selection.backend} ({selection.reason})", file=sys.stderr)
-    source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None)
+    source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
+                         read_timeout=args.read_timeout)
     sink = open_sink(args.output, large_scene=bool(args.window)) if args.output else None
     previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None
     halo = args.halo

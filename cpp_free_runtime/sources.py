@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,41 @@ def _read_cube(path: Path, variable: str | None = None) -> Cube:
 
 # --- cameras and video -----------------------------------------------------------------------------
 
+class _PendingRead:
+    """One cv2.VideoCapture.read() running in its own thread, so that a read that blocks (a stalled
+    camera, a dead link) can be given up on after a timeout instead of hanging the stream. A capture
+    whose read is still blocked cannot be released from another thread; `abandon()` hands the release
+    to the reading thread, which does it when (if ever) the read returns."""
+
+    def __init__(self, cap: Any) -> None:
+        self.cap = cap
+        self.done = threading.Event()
+        self.result: tuple[bool, Any] = (False, None)
+        self._lock = threading.Lock()
+        self._abandoned = False
+        threading.Thread(target=self._run, name="ssran-camera-read", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self.cap.read()
+        except Exception:  # noqa: BLE001 - cv2.error from a broken capture is a failed read
+            self.result = (False, None)
+        with self._lock:
+            self.done.set()
+            release = self._abandoned
+        if release:
+            self.cap.release()
+
+    def abandon(self) -> bool:
+        """Give up on this read. True: the reading thread will release the capture; False: the read
+        has already returned and the caller releases it."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self._abandoned = True
+            return True
+
+
 class VideoSource(Source):
     """A camera (device index), network stream (RTSP/HTTP), GStreamer pipeline or video file through
     cv2.VideoCapture. Frames are RGB (OpenCV's BGR reversed) float32, integer pixels scaled to [0, 1]
@@ -108,18 +144,28 @@ class VideoSource(Source):
     A live source that stops delivering is retried `retries` times with exponential backoff
     (backoff, 2*backoff, ... capped at max_backoff seconds), re-opening the capture between tries when
     `reconnect`; then SourceError. For a video file a failed read is the end of the stream.
-    `live=None` decides from the spec (device, URL, pipeline: live; file: not)."""
+    `live=None` decides from the spec (device, URL, pipeline: live; file: not).
+
+    A live source's read that blocks longer than `read_timeout` seconds (a stalled camera) counts as a
+    failed read: retry, back off, reconnect as above (None: wait forever). `interrupt()` (the pipeline's
+    stop(), i.e. SIGINT/SIGTERM) cuts a blocked read or a backoff short: the stream then ends."""
 
     def __init__(self, spec: int | str, *, retries: int = 5, backoff: float = 0.5, max_backoff: float = 8.0,
-                 reconnect: bool = True, scale: float | None = None, live: bool | None = None) -> None:
+                 reconnect: bool = True, scale: float | None = None, live: bool | None = None,
+                 read_timeout: float | None = 10.0) -> None:
         if retries < 0 or backoff < 0 or max_backoff < 0:
             raise SourceError(f"video source {spec}: retries and backoff must be >= 0")
+        if read_timeout is not None and not read_timeout > 0:
+            raise SourceError(f"video source {spec}: read timeout must be > 0 seconds, got {read_timeout}")
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.read_timeout = read_timeout
         self.reconnect, self.scale = reconnect, scale
         self.spec, self.api, auto_live, self.path = self._parse(spec)
         self.live = auto_live if live is None else bool(live)
         self.name = _redact(str(spec))
         self._cap: Any = None
+        self._pending: _PendingRead | None = None  # a read still blocked in its thread (stalled camera)
+        self._interrupted = threading.Event()
         self._index = 0
         self._ended = False
 
@@ -141,7 +187,8 @@ class VideoSource(Source):
         cv2 = _cv2()
         if isinstance(self.spec, str) and self.path is None and self.api == cv2.CAP_ANY:
             # Network streams: bounded waits, so a dead camera surfaces as a retry rather than a hang.
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 10000]
+            read_ms = int(self.read_timeout * 1000) if self.read_timeout is not None else 10000
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(read_ms, 1)]
             cap = cv2.VideoCapture(self.spec, self.api, params)
         else:
             cap = cv2.VideoCapture(self.spec, self.api)
@@ -166,36 +213,61 @@ class VideoSource(Source):
         log.info("opened %s (%s, live=%s)", self.name, self._cap.getBackendName(), self.live)
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        self._drop_capture()
+
+    def interrupt(self) -> None:
+        """Stop waiting: a blocked read or a backoff returns at once and the stream ends (thread-safe)."""
+        self._interrupted.set()
+
+    def _drop_capture(self) -> None:
+        cap, pending = self._cap, self._pending
+        self._cap = self._pending = None
+        if cap is not None and not (pending is not None and pending.abandon()):
+            cap.release()  # (a capture stuck in a read is released by its reading thread instead)
 
     def _grab(self) -> np.ndarray | None:
         if self._cap is None:
             return None
-        ok, image = self._cap.read()
+        if not self.live or self.read_timeout is None:
+            ok, image = self._cap.read()
+        else:
+            if self._pending is None:
+                self._pending = _PendingRead(self._cap)
+            pending, deadline = self._pending, time.monotonic() + self.read_timeout
+            while not pending.done.wait(min(0.1, max(deadline - time.monotonic(), 0.0))):
+                if self._interrupted.is_set():
+                    return None
+                if time.monotonic() >= deadline:
+                    log.warning("%s: read blocked for %.3g s (read timeout): camera stalled", self.name,
+                                self.read_timeout)
+                    return None  # the read stays pending: without reconnect the next try waits on it
+            self._pending = None
+            ok, image = pending.result
         return image if ok and image is not None and image.size else None
 
-    def _retry(self) -> np.ndarray:
-        """Live source failed a read: back off, reconnect, try again; give up after `retries`."""
+    def _retry(self) -> np.ndarray | None:
+        """Live source failed a read: back off, reconnect, try again; give up after `retries`.
+        None when interrupted."""
         delay = min(self.backoff, self.max_backoff)
         for attempt in range(1, self.retries + 1):
             log.warning("%s: no frame; retry %d/%d in %.2f s", self.name, attempt, self.retries, delay)
-            time.sleep(delay)
+            if self._interrupted.wait(delay):
+                return None
             delay = min(delay * 2.0, self.max_backoff)
             if self.reconnect:
-                if self._cap is not None:
-                    self._cap.release()
+                self._drop_capture()
                 self._cap = self._capture()  # None when it does not reopen: counts as a failed try
             image = self._grab()
             if image is not None:
                 log.info("%s: frames again after %d retries", self.name, attempt)
                 return image
+            if self._interrupted.is_set():
+                return None
         raise SourceError(f"camera {self.name} stopped delivering frames after {self.retries} retries "
                           f"(backoff {self.backoff:g}..{self.max_backoff:g} s, reconnect={self.reconnect})")
 
     def read(self) -> Frame | None:
-        if self._ended:
+        if self._ended or self._interrupted.is_set():
             return None
         if self._cap is None:
             self.open()
@@ -204,7 +276,10 @@ class VideoSource(Source):
             if not self.live:
                 self._ended = True  # a file that stops reading has ended
                 return None
-            image = self._retry()
+            image = None if self._interrupted.is_set() else self._retry()
+            if image is None:  # interrupted: the stream ends here
+                self._ended = True
+                return None
         stamp = time.monotonic()
         scale = self.scale if self.scale is not None else _int_scale(image.dtype)
         data = _to_rgb(image).astype(np.float32) * np.float32(scale)
@@ -497,11 +572,12 @@ class ReplaySource(Source):
 # --- dispatch ------------------------------------------------------------------------------------------
 
 def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | None = None,
-                variable: str | None = None) -> Source:
+                variable: str | None = None, read_timeout: float | None = 10.0) -> Source:
     """A Source from a command-line string (see ACCEPTED_FORMS). Bare "camera_stream" is the bundled
     demo scene through `srf` (default nikon_d700) as a simulated camera, so the stream runs anywhere;
     "camera_stream:<x>" is a real camera/stream/file <x> through OpenCV. MSI files over ~512 MB, or any
-    with `window` given, are read in windows."""
+    with `window` given, are read in windows. `read_timeout`: seconds a live camera's read may block
+    before it counts as failed (retry, reconnect)."""
     text = str(spec).strip()
     if text == "camera_stream":
         return ReplaySource(None, srf, frames=frames)
@@ -509,17 +585,17 @@ def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | No
         target = text[len("camera_stream:"):].strip()
         if not target:
             raise SourceError("camera_stream: name a device index, URL, pipeline or video file after the colon")
-        return VideoSource(target)
+        return VideoSource(target, read_timeout=read_timeout)
     if text.startswith("replay:"):
         return ReplaySource(text[len("replay:"):].strip() or None, srf, frames=frames, variable=variable)
     if text.isdigit() or text.lower().startswith(STREAM_SCHEMES) or "!" in text:
-        return VideoSource(text)
+        return VideoSource(text, read_timeout=read_timeout)
     path = Path(text).expanduser()
     if text and path.is_dir():
         return FolderSource(path)
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
-        return VideoSource(str(path))
+        return VideoSource(str(path), read_timeout=read_timeout)
     if suffix in CUBE_EXTENSIONS + ENVI_EXTENSIONS:
         if not path.is_file():
             raise SourceError(f"{path}: no such file")
