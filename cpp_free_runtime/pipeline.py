@@ -85,7 +85,10 @@ class StreamPipeline:
     def _put(self, q: queue.Queue, item, may_drop: bool) -> None:
         while True:
             try:
-                q.put(item, timeout=0.1)
+                if may_drop and item is not _DONE:
+                    q.put_nowait(item)  # a live camera never waits for a slow stage: it drops instead
+                else:
+                    q.put(item, timeout=0.1)
                 return
             except queue.Full:
                 if self._error is not None and item is not _DONE:
