@@ -53,6 +53,17 @@ def default_output(config: TrainConfig) -> str:
     return f"runs/{config.protocol}-{config.recipe}-{config.arch}"
 
 
+def remove_partial_files(out: Path) -> list[Path]:
+    """Remove what a run killed mid-write leaves: the hidden temp files of atomic writes (`.<name>.*.tmp`).
+    They never carry a final name, so nothing reads them; they only take disk space."""
+    stale = sorted(out.glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("%s: removed %d partial file(s) left by an interrupted run", out, len(stale))
+    return stale
+
+
 def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None = None) -> Path:
     """Train per `config`; returns the path of the best weights (<output>/model.safetensors)."""
     if config.threads:
@@ -61,6 +72,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     state_file = out / "checkpoint.pt"
     resumed = load_training_state(state_file) if resume else None  # fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(out)
     data = data or load_protocol(config.protocol, config.data_root or None, **config.data_kwargs())
     torch.manual_seed(config.seed)
     model = build_model(config.arch, data.in_bands, data.out_bands, width=config.width,
