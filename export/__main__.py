@@ -13,12 +13,13 @@ import logging
 import sys
 from pathlib import Path
 
+from ssran_edge.arguments import OneLineParser, non_negative_int, positive_int
 from ssran_edge.errors import SSRANEdgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python -m export", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", "--model", dest="weights",
                    help="checkpoint (.safetensors + .json card) or a bundled name: cave (default), paris")
     p.add_argument("--output", help="output folder (default exports/<model name>)")
@@ -29,20 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
                    help="dynamic batch/height/width in the ONNX")
     p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True, help="onnxslim the graph")
-    p.add_argument("--imgsz", "--tile", dest="imgsz", type=int, default=0,
+    p.add_argument("--imgsz", "--tile", dest="imgsz", type=non_negative_int, default=0,
                    help="tile size the runtime feeds (default: the model card's)")
-    p.add_argument("--batch", type=int, default=4, help="tiles per batch (TensorRT profile maximum)")
+    p.add_argument("--batch", type=positive_int, default=4, help="tiles per batch (TensorRT profile maximum)")
     p.add_argument("--data", help="protocol whose training data calibrates INT8 and whose validation split "
                                   "gates drift (default: the model's)")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
-    p.add_argument("--calib-samples", type=int, default=64, help="calibration tiles")
+    p.add_argument("--calib-samples", type=positive_int, default=64, help="calibration tiles")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
-    p.add_argument("--calib-tile", type=int, default=64, help="calibration tile size")
+    p.add_argument("--calib-tile", type=positive_int, default=64, help="calibration tile size")
     p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB")
     p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
     p.add_argument("--max-drop-fp16", type=float, default=0.05, help="dB of PSNR the FP16 artefacts may lose")
     p.add_argument("--max-drop-int8", type=float, default=0.3, help="dB of PSNR the INT8 artefacts may lose")
-    p.add_argument("--drift-regions", type=int, default=0, help="validation regions to gate on (0 = all)")
+    p.add_argument("--drift-regions", type=non_negative_int, default=0, help="validation regions to gate on (0 = all)")
     return p
 
 

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from ssran_edge.arguments import OneLineParser, positive_int
 from ssran_edge.errors import DataError, SSRANEdgeError
 
 
@@ -102,8 +103,8 @@ def _run_doc() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssran-edge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="ssran-edge", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     from ssran_edge import __version__
 
     parser.add_argument("--version", action="version", version=f"ssran-edge {__version__}")
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--srf", help="SRF to simulate the MSI from a hyperspectral input (bundled name or file)")
     p.add_argument("--variable", help="variable name inside a .mat/.npz")
     p.add_argument("--mode", choices=["tile", "patch"], help="inference mode (default: the model card's)")
-    p.add_argument("--tile", type=int, help="tile size in pixels (tile mode)")
+    p.add_argument("--tile", type=positive_int, help="tile size in pixels (tile mode)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help=".npy or .hdr (ENVI); default ssran_output/<input>_hsi.npy")
     p.set_defaults(func=cmd_predict)
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SSRANEdgeError as exc:
         print(f"ssran-edge: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # an input too large for this machine, past the readers' own size checks
+        print(f"ssran-edge: error: not enough memory for this input ({' '.join(str(exc).split())}); "
+              "a large scene runs in windows: ssran-edge run SCENE --window 1024", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ssran-edge: interrupted", file=sys.stderr)

@@ -8,14 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
+from ssran_edge.arguments import OneLineParser, non_negative_int, positive_int
 from ssran_edge.errors import SSRANEdgeError
 from train.config import RECIPES, TrainConfig, make_config
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="python -m train", description=__doc__,
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave", "files"],
                    help="a named protocol, or files: your own cubes (--train-files, --test-files, --srf)")
     p.add_argument("--train-files", nargs="+", help="hyperspectral cubes to train on (protocol files)")
@@ -26,27 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper: the authors' settings; edge: the recipe of the shipped weights")
     p.add_argument("--arch", choices=["ssran", "ssran_linear_skip"],
                    help="faithful SSRAN, or SSRAN + a least-squares linear skip")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=float)
     p.add_argument("--schedule", choices=["step", "cosine"])
-    p.add_argument("--lr-step", type=int, help="epochs between lr drops (step schedule)")
+    p.add_argument("--lr-step", type=positive_int, help="epochs between lr drops (step schedule)")
     p.add_argument("--lr-gamma", type=float)
     p.add_argument("--optimizer", choices=["adam", "sgd"])
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW) when > 0")
     p.add_argument("--loss", choices=["l2", "l1"])
-    p.add_argument("--patch-size", type=int)
-    p.add_argument("--patches-per-epoch", type=int, help="0 = every stride-1 patch")
+    p.add_argument("--patch-size", type=positive_int)
+    p.add_argument("--patches-per-epoch", type=non_negative_int, help="0 = every stride-1 patch")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--select-mode", choices=["tile", "patch"], help="inference mode for best-on-validation")
-    p.add_argument("--tile", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--num-blocks", type=int)
-    p.add_argument("--eca-kernel", type=int)
+    p.add_argument("--tile", type=positive_int)
+    p.add_argument("--width", type=positive_int)
+    p.add_argument("--num-blocks", type=positive_int)
+    p.add_argument("--eca-kernel", type=positive_int)
     p.add_argument("--init", help="start from these weights (e.g. a paper-recipe model, to fine-tune on tiles)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=non_negative_int, help="torch CPU threads (0 = default)")
     p.add_argument("--output", help="run folder (default runs/<protocol>-<recipe>-<arch>)")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
