@@ -17,6 +17,9 @@ import logging
 import signal
 import sys
 
+from ssran_edge.arguments import non_negative_int, positive_int
+from ssran_edge.errors import DataError
+
 log = logging.getLogger("ssran_edge.runtime")
 
 
@@ -25,20 +28,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine (default: the bundled cave model)")
     p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"])
     p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
-    p.add_argument("--tile", type=int, default=0, help="tile size (default: the model's)")
-    p.add_argument("--halo", type=int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
-    p.add_argument("--batch", type=int, default=0,
+    p.add_argument("--tile", type=non_negative_int, default=0, help="tile size (default: the model's)")
+    p.add_argument("--halo", type=non_negative_int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
+    p.add_argument("--batch", type=non_negative_int, default=0,
                    help="tiles per inference call (default: 1 on a CPU, where it is fastest and smallest; 4 on a GPU)")
     p.add_argument("--output", help="a folder (.npy per frame), name.zarr, or name.hdr (ENVI)")
     p.add_argument("--preview", help="path prefix for false-colour PNGs and spectra plots")
     p.add_argument("--srf", help="SRF for replay: sources (bundled name or file)")
-    p.add_argument("--frames", type=int, default=1, help="frames to replay from a replay:/camera_stream cube")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = the whole source)")
-    p.add_argument("--window", type=int, default=0, help="read a large scene in windows of N px")
-    p.add_argument("--queue", type=int, default=4, help="frames waiting between stages")
+    p.add_argument("--frames", type=positive_int, default=1, help="frames to replay from a replay:/camera_stream cube")
+    p.add_argument("--max-frames", type=non_negative_int, default=0, help="stop after N frames (0 = the whole source)")
+    p.add_argument("--window", type=non_negative_int, default=0, help="read a large scene in windows of N px")
+    p.add_argument("--queue", type=positive_int, default=4, help="frames waiting between stages")
     p.add_argument("--read-timeout", type=float, default=10.0,
                    help="seconds a live camera's read may block before it counts as failed (retry, reconnect)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--summary-json", help="write the run summary here")
 
 
@@ -52,15 +55,18 @@ def run_command(args: argparse.Namespace) -> int:
     from ssran_edge.checkpoint import write_json
 
     selection = select_runner(args.model, args.backend, args.device, args.threads)
-    print(f"backend: {selection.backend} ({selection.reason})", file=sys.stderr)
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout)
     sink = open_sink(args.output, large_scene=bool(args.window)) if args.output else None
     previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None
     halo = args.halo
     with selection.runner as runner, source:
+        if source.bands is not None and runner.in_bands and source.bands != runner.in_bands:
+            raise DataError(f"{source.name}: {source.bands} bands, but the model takes {runner.in_bands}")
         if sink is not None:
             sink.open(runner.out_bands, selection.wavelengths)
+        # Said once model, source and output are known good: bad input is then the only line on stderr.
+        print(f"backend: {selection.backend} ({selection.reason})", file=sys.stderr)
         bar = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)
         on_gpu = selection.backend == "trt" or "cuda" in selection.backend
         pipeline = StreamPipeline(source, runner, sink, tile=args.tile or selection.tile, halo=halo,
