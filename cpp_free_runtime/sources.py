@@ -298,12 +298,19 @@ def read_image_frame(path: Path) -> np.ndarray:
     a multi-page TIFF is one band per page."""
     cv2 = _cv2()
     pages: list[np.ndarray] = []
-    if path.suffix.lower() in (".tif", ".tiff") and cv2.imcount(str(path)) > 1:
-        ok, found = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
-        pages = list(found) if ok else []
-    else:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        pages = [] if image is None else [image]
+    # A damaged file makes libtiff/libpng log several lines to stderr through OpenCV; we say it in one.
+    level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff") and cv2.imcount(str(path)) > 1:
+            ok, found = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
+            pages = list(found) if ok else []
+        else:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            pages = [] if image is None else [image]
+    except cv2.error:
+        pages = []
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not pages:
         raise SourceError(f"{path}: unreadable image (not a PNG/TIFF OpenCV can decode)")
     if len({(p.shape[:2], p.dtype) for p in pages}) != 1:
