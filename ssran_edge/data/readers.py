@@ -8,6 +8,7 @@ in MATLAB column order) are reshaped with `band_major_shape`.
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +17,40 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.errors import DataError
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_size(path: Path, shape: tuple, dtype: np.dtype, needed: int, available: int, claimant: str,
+                data_name: str, kind: str) -> None:
+    """Refuse a file whose header claims more data than the file holds, or a cube that cannot fit in
+    memory when read whole (as float32, beside the stored copy)."""
+    dims = "x".join(str(d) for d in shape)
+    if needed > available:
+        raise DataError(f"{path}: unreadable {kind} file: truncated, or the header lies: {claimant} says "
+                        f"{dims} {dtype} ({_size(needed)}), but {data_name} holds {_size(max(available, 0))}")
+    whole = needed + int(np.prod(shape, dtype=object)) * 4
+    memory = memory_bytes()
+    if memory and whole > memory:
+        raise DataError(f"{path}: {dims} {dtype} is too large to read whole ({_size(whole)} with its float32 copy, "
+                        f"{_size(memory)} of memory here); `ssran-edge run SCENE --window 1024` reads it in windows")
 
 
 @dataclass
@@ -158,8 +193,10 @@ def read_cave_scene(folder: str | Path) -> Cube:
 
 # --- ENVI -----------------------------------------------------------------------------------------
 
-def read_envi(path: str | Path) -> Cube:
-    """ENVI header + binary (BSQ/BIL/BIP) through `spectral`; wavelengths from the header (um -> nm)."""
+def envi_files(path: str | Path) -> tuple[Path, Path]:
+    """(header, data file) of an ENVI image given either one, after checking that the header's
+    lines x samples x bands x data type fit in the data file: a truncated file or a header that lies
+    about its size is refused here, before `spectral` maps or allocates what the header claims."""
     import spectral.io.envi as envi
 
     path = Path(path)
@@ -167,10 +204,46 @@ def read_envi(path: str | Path) -> Cube:
     if not header.is_file():
         raise DataError(f"{path}: no ENVI header {header.name} beside it")
     try:
-        image = envi.open(str(header))
+        meta = envi.read_envi_header(str(header))
+        lines, samples, bands = (int(meta[k]) for k in ("lines", "samples", "bands"))
+        offset = int(meta.get("header offset", 0))
+        dtype = np.dtype(envi.envi_to_dtype[str(int(meta["data type"]))])
+    except KeyError as exc:
+        raise DataError(f"{header}: ENVI header lacks or misstates {exc}") from None
+    except Exception as exc:  # not an ENVI header, non-numeric fields...
+        raise DataError(f"{header}: unreadable ENVI header ({type(exc).__name__}: {_one_line(exc)})") from None
+    if path != header:
+        data_file = path
+    else:  # the data file beside the header, as spectral.io.envi.open looks for it
+        stem = str(header)[: -len(header.suffix)]
+        exts = [e.lower() for e in envi.KNOWN_EXTS] + [str(meta.get("interleave", "bsq")).lower()]
+        names = [stem] + [f"{stem}.{e}" for e in exts] + [f"{stem}.{e.upper()}" for e in exts]
+        data_file = next((Path(n) for n in names if Path(n).is_file()), None)
+        if data_file is None:
+            raise DataError(f"{header}: no ENVI data file beside it ({Path(stem).name}.img, .dat, .raw...)")
+    if not data_file.is_file():
+        raise DataError(f"{data_file}: no such file")
+    if min(lines, samples, bands) < 1 or offset < 0:
+        raise DataError(f"{header}: header says {lines} lines x {samples} samples x {bands} bands at offset "
+                        f"{offset}; an image needs at least one of each")
+    _check_size(path, (lines, samples, bands), dtype, lines * samples * bands * dtype.itemsize,
+                data_file.stat().st_size - offset, f"header {header.name}", data_file.name, "ENVI")
+    return header, data_file
+
+
+def read_envi(path: str | Path) -> Cube:
+    """ENVI header + binary (BSQ/BIL/BIP) through `spectral`; wavelengths from the header (um -> nm)."""
+    import spectral.io.envi as envi
+
+    path = Path(path)
+    header, data_file = envi_files(path)
+    try:
+        image = envi.open(str(header), str(data_file))
         data = np.asarray(image.load())
+    except MemoryError:
+        raise DataError(f"{path}: too large for this machine's memory") from None
     except Exception as exc:
-        raise DataError(f"{path}: unreadable ENVI file ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: unreadable ENVI file ({type(exc).__name__}: {_one_line(exc)})") from None
     wavelengths = None
     centres = image.metadata.get("wavelength")
     if centres:
@@ -183,18 +256,49 @@ def read_envi(path: str | Path) -> Cube:
 
 # --- NumPy ----------------------------------------------------------------------------------------
 
+def _npy_layout(path: Path) -> None:
+    """Check an .npy header against the file before loading: a header whose shape needs more bytes
+    than the file holds (truncated, or lying), or more memory than this machine has, is refused
+    here instead of failing deep inside NumPy (or asking the OS for terabytes)."""
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+        except Exception:  # not an .npy header: np.load says why
+            return
+        start = f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{path}: unreadable NumPy file: it holds Python objects (pickles are never loaded)")
+    count = int(np.prod(shape, dtype=object))
+    _check_size(path, shape, dtype, count * dtype.itemsize, path.stat().st_size - start, "its header", path.name,
+                "NumPy")
+
+
 def read_numpy(path: str | Path, key: str | None = None) -> Cube:
     """.npy array, or .npz with the cube under `key` (default: 'cube', else the only 3-D array);
     an .npz may carry 'wavelengths_nm' or 'wavelengths'."""
     path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic:
+            raise DataError(f"{path}: unreadable NumPy file: empty file")
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # np.load would try it as a pickle
+            raise DataError(f"{path}: unreadable NumPy file: no .npy header and not an .npz (zip)")
     try:
+        if path.suffix.lower() == ".npy":
+            _npy_layout(path)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return Cube(check_cube(loaded, str(path)), None, str(path))
         with loaded:
             arrays = {k: loaded[k] for k in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: unreadable NumPy file ({exc})") from None
+    except MemoryError:
+        raise DataError(f"{path}: an array in it is too large for this machine's memory") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as exc:
+        raise DataError(f"{path}: unreadable NumPy file ({_one_line(exc)})") from None
     if key is None:
         cubes = [k for k, v in arrays.items() if v.ndim == 3]
         key = "cube" if "cube" in arrays else (cubes[0] if len(cubes) == 1 else None)
