@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,12 +107,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 if (f.metadata() or {}).get("format") != FORMAT:
                     raise CheckpointError(f"{path}: safetensors file not written by ssran-edge")
                 return {k: f.get_tensor(k) for k in f.keys()}
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load(path)
     except CheckpointError:
         raise
     except Exception as exc:  # truncated zip, pickle payload refused by weights_only, bad header...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot load checkpoint safely ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: cannot load checkpoint safely ({_load_failure(exc)})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a training checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -142,7 +143,20 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no training checkpoint to resume from")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path)
     except Exception as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot resume from this checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: cannot resume from this checkpoint ({_load_failure(exc)})") from None
+
+
+def _torch_load(path: Path) -> Any:
+    with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the outcome is reported in one line
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """One line on why torch.load / safetensors refused a file; a pickle payload is named as such."""
+    if isinstance(exc, pickle.UnpicklingError):  # weights_only met something other than tensors
+        return "pickle payload refused by weights_only: Python objects besides tensors"
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return reason[:200]
