@@ -59,12 +59,56 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.Model
     return model
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """metadata_props of an ONNX file, JSON values decoded."""
+def _graph_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
+            for sparse in attr.sparse_tensors:
+                yield from (sparse.values, sparse.indices)
+            for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _graph_tensors(graph)
+
+
+def check_external_data(model: onnx.ModelProto, path: str | Path) -> None:
+    """Refuse a model whose tensors keep their data outside its own folder (an absolute path, `..`,
+    or a link that leads out): loading it would read any file the process can, e.g. `../secret.bin`.
+    Checked on the proto (loaded without external data) before ONNX Runtime or TensorRT open it."""
+    folder = Path(path).resolve().parent
+    tensors = [*_graph_tensors(model.graph), *(t for f in model.functions for t in _node_tensors(f.node))]
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder) or target == folder:
+            raise ExportError(f"{path}: tensor {tensor.name!r} keeps its data outside the model's folder "
+                              f"({location!r}); refusing to load it")
+
+
+def load_proto(path: str | Path) -> onnx.ModelProto:
+    """The ONNX proto without its external data, checked to be readable and self-contained."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends
         raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    check_external_data(model, path)
+    return model
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """metadata_props of an ONNX file, JSON values decoded."""
+    model = load_proto(path)
     out = {}
     for prop in model.metadata_props:
         try:
@@ -136,6 +180,7 @@ def ort_session(path: str | Path, providers: list[str] | None = None, threads: i
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ExportError(f"{path}: missing or empty ONNX file")
+    load_proto(path)  # unreadable, or data outside its folder: our one line, before ONNX Runtime reads it
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

@@ -299,13 +299,26 @@ def check_compatible(sidecar: dict[str, Any], platform: dict[str, Any], *, name:
 
 
 
-def _has_qdq(onnx_path: Path) -> bool:
+def _read_onnx(onnx_path: Path) -> Any:
+    """The ONNX proto (no external data loaded); refused if unreadable or if its tensors keep their data
+    outside its folder, which the TensorRT parser would otherwise read."""
     import onnx
+
+    from export.onnx_export import ExportError, check_external_data
 
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError on a truncated or foreign file
         raise EngineError(f"{onnx_path}: not a readable ONNX model ({_reason(exc)[:200]})") from None
+    try:
+        check_external_data(model, onnx_path)
+    except ExportError as exc:
+        raise EngineError(str(exc)) from None
+    return model
+
+
+def _has_qdq(onnx_path: Path) -> bool:
+    model = _read_onnx(onnx_path)
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
 
 
@@ -324,6 +337,8 @@ def _validate_build_args(onnx_path: Path, precision: str, profiles: list[Profile
         raise EngineError(f"dla_core={dla_core} with {precision}: DLA runs fp16 or int8 only, on core 0 or more")
     if not onnx_path.is_file():
         raise EngineError(f"{onnx_path}: no such ONNX file")
+    if precision != "int8":
+        _read_onnx(onnx_path)  # readable, and no external data outside its folder (int8: checked just below)
     if precision == "int8" and not _has_qdq(onnx_path):
         # TRT 10's int8 path is explicit quantization (Q/DQ); implicit calibration is deprecated.
         raise EngineError(f"{onnx_path.name} has no QuantizeLinear/DequantizeLinear nodes; int8 engines need the "
