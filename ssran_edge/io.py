@@ -3,6 +3,7 @@ interrupted run never leaves a partial file under the final name."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -23,8 +24,11 @@ def write_cube(path: str | Path, cube: np.ndarray, wavelengths: list[float] | No
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".npy":
+            data = np.ascontiguousarray(cube, dtype=np.float32)
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, cube.astype(np.float32))
+                np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(data))
+                # file.write reports a full disk as ENOSPC/EFBIG; np.save only as a short write
+                f.write(memoryview(data).cast("B"))
             return path
         import spectral.io.envi as envi
 
@@ -42,4 +46,6 @@ def write_cube(path: str | Path, cube: np.ndarray, wavelengths: list[float] | No
             shutil.rmtree(stage, ignore_errors=True)
         return header
     except OSError as exc:
-        raise DataError(f"{path}: cannot write output ({exc.strerror or exc})") from None
+        reason = {errno.ENOSPC: "disk full", errno.EFBIG: "file too large (size limit reached)"}.get(
+            exc.errno, exc.strerror or " ".join(str(exc).split()))
+        raise DataError(f"{path}: cannot write output ({reason})") from None
