@@ -71,8 +71,6 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     out = Path(config.output or default_output(config))
     state_file = out / "checkpoint.pt"
     resumed = load_training_state(state_file) if resume else None  # fails before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    remove_partial_files(out)
     data = data or load_protocol(config.protocol, config.data_root or None, **config.data_kwargs())
     torch.manual_seed(config.seed)
     model = build_model(config.arch, data.in_bands, data.out_bands, width=config.width,
@@ -114,6 +112,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
              data.in_bands, data.out_bands, count_parameters(model), len(origins), config.patch_size,
              config.patch_size, per_epoch)
     card = model_card(config, data)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad --init or data set leaves no empty run folder
+    remove_partial_files(out)
     best_path = out / "model.safetensors"
     bar = tqdm(range(start_epoch, config.epochs), initial=start_epoch, total=config.epochs, desc=config.protocol,
                unit="epoch", dynamic_ncols=True)

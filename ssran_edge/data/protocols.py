@@ -135,6 +135,9 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
 
     if not train_files or not test_files:
         raise DataError("the files protocol needs --train-files and --test-files (hyperspectral cubes)")
+    both = sorted({str(p) for p in train_files} & {str(p) for p in test_files})
+    if both:
+        raise DataError(f"{both[0]}: given as a training and a test file; the test cubes must be held out")
     sensor = load_srf(srf)
     train, val, test, wavelengths, bands = [], [], [], None, None
     for path in [*train_files, *test_files]:
