@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from ssran_edge.arguments import OneLineParser
 from ssran_edge.checkpoint import atomic_path, write_json
 
 TARGETS = {"int8_speedup": 10.0, "int8_drift_db": 0.1, "int8_ceiling_share": 0.85, "fp32_ceiling_share": 0.90,
@@ -168,7 +169,7 @@ def run_suite(args: argparse.Namespace, json_path: Path) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssran-edge bench", description=__doc__,
+    p = OneLineParser(prog="ssran-edge bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="cave,pavia", help="bundled models or weights paths")
     p.add_argument("--sizes", default="256,512,2048")

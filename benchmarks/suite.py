@@ -24,7 +24,7 @@ import numpy as np
 
 from cpp_free_runtime.runners import OrtRunner, Runner, TorchRunner
 from ssran_edge.checkpoint import load_model, sha256_file
-from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.errors import DataError
 from ssran_edge.tiling import run_tiled
 
 log = logging.getLogger("ssran_edge.bench")
@@ -73,6 +73,7 @@ def flops_per_pixel(config: str) -> float:
 def ensure_export(config: str, root: Path) -> Path:
     """The config's export folder (fp32, fp16, int8), built with `python -m export` unless one made from
     these exact weights is already there. An artefact that fails its drift gate is simply absent."""
+    from export.onnx_export import ExportError
     from export.pipeline import ExportOptions, run_export
 
     weights = weights_of(config)
@@ -85,8 +86,10 @@ def ensure_export(config: str, root: Path) -> Path:
     log.info("exporting %s to %s (fp32, fp16, int8)", config, out)
     try:
         run_export(ExportOptions(weights=weights, output=out, fp16=True, int8=True))
-    except SSRANEdgeError as exc:  # a failed gate: the passing artefacts landed; the others are reported absent
-        log.warning("%s: %s", config, exc)
+    except ExportError as exc:
+        if not manifest.is_file():
+            raise
+        log.warning("%s: %s", config, exc)  # a failed gate: the passing artefacts landed, the others are absent
     return out
 
 

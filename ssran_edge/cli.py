@@ -6,6 +6,7 @@
   ssran-edge train ...                the same as `python -m train ...`
   ssran-edge export --fp16 ...        the same as `python -m export ...`
   ssran-edge run camera_stream        stream frames through the model (see ssran-edge run --help)
+  ssran-edge bench [--smoke]          latency x accuracy of every backend and precision (benchmarks/report.py)
   ssran-edge evaluate --model M       test-split report for a model on its protocol
   ssran-edge info [MODEL]             the model card
 Expected bad input ends with one line on stderr and exit code 2, never a traceback.
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a model (see python -m train --help)", add_help=False)
     sub.add_parser("export", help="ONNX / FP16 / INT8 / TensorRT export (see python -m export --help)",
                    add_help=False)
+    sub.add_parser("bench", help="latency and accuracy of every artefact (see ssran-edge bench --help)",
+                   add_help=False)
     return parser
 
 
@@ -150,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         from export.__main__ import main as export_main
 
         return export_main(argv[1:])
+    if argv[:1] == ["bench"]:
+        from benchmarks.report import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     # Our messages at INFO; the exporters' chatter (onnxscript, onnx_ir) and torch.onnx notes stay quiet.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
