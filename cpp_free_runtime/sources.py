@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cpp_free_runtime.frames import Frame, Source, SourceError, release_pages
-from ssran_edge.data.readers import Cube, check_cube, read_cube
+from ssran_edge.data.readers import Cube, check_cube, check_npy_header, envi_files, read_cube
 from ssran_edge.errors import SSRANEdgeError
 
 log = logging.getLogger("ssran_edge.runtime")
@@ -69,10 +69,6 @@ def _cv2() -> Any:
     except ImportError:
         raise SourceError("video and PNG/TIFF sources need OpenCV: pip install opencv-python-headless") from None
     return cv2
-
-
-def _envi_header(path: Path) -> Path:
-    return path if path.suffix.lower() == ".hdr" else path.with_suffix(".hdr")
 
 
 def _envi_wavelengths(metadata: dict[str, Any]) -> list[float] | None:
@@ -414,19 +410,20 @@ def _open_scene(path: Path) -> tuple[np.ndarray, list[float] | None]:
         raise SourceError(f"{path}: no such file")
     try:
         if path.suffix.lower() == ".npy":
+            check_npy_header(path, read_whole=False)  # a truncated or lying header: our words, not mmap's
             scene = np.load(path, mmap_mode="r", allow_pickle=False)
             wavelengths = None
         else:
             import spectral.io.envi as envi
 
-            header = _envi_header(path)
-            if not header.is_file():
-                raise SourceError(f"{path}: no ENVI header {header.name} beside it")
-            image = envi.open(str(header), None if path == header else str(path))
+            header, data_file = envi_files(path, read_whole=False)
+            image = envi.open(str(header), str(data_file))
             scene = image.open_memmap(interleave="bip")  # (rows, cols, bands) view whatever the file's interleave
             wavelengths = _envi_wavelengths(image.metadata)
     except SourceError:
         raise
+    except SSRANEdgeError as exc:
+        raise SourceError(_one_line(exc)) from None
     except Exception as exc:  # numpy/spectral raise many types for bad headers and truncated files
         raise SourceError(f"{path}: cannot memory-map scene ({type(exc).__name__}: {_one_line(exc)})") from None
     if scene.ndim == 2:

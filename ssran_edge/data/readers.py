@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,16 +38,16 @@ def memory_bytes() -> int:
 
 
 def _check_size(path: Path, shape: tuple, dtype: np.dtype, needed: int, available: int, claimant: str,
-                data_name: str, kind: str) -> None:
-    """Refuse a file whose header claims more data than the file holds, or a cube that cannot fit in
-    memory when read whole (as float32, beside the stored copy)."""
+                data_name: str, kind: str, read_whole: bool = True) -> None:
+    """Refuse a file whose header claims more data than the file holds, or (read_whole) a cube that
+    cannot fit in memory when read whole (as float32, beside the stored copy)."""
     dims = "x".join(str(d) for d in shape)
     if needed > available:
         raise DataError(f"{path}: unreadable {kind} file: truncated, or the header lies: {claimant} says "
                         f"{dims} {dtype} ({_size(needed)}), but {data_name} holds {_size(max(available, 0))}")
     whole = needed + int(np.prod(shape, dtype=object)) * 4
     memory = memory_bytes()
-    if memory and whole > memory:
+    if read_whole and memory and whole > memory:
         raise DataError(f"{path}: {dims} {dtype} is too large to read whole ({_size(whole)} with its float32 copy, "
                         f"{_size(memory)} of memory here); `ssran-edge run SCENE --window 1024` reads it in windows")
 
@@ -193,10 +192,11 @@ def read_cave_scene(folder: str | Path) -> Cube:
 
 # --- ENVI -----------------------------------------------------------------------------------------
 
-def envi_files(path: str | Path) -> tuple[Path, Path]:
+def envi_files(path: str | Path, read_whole: bool = True) -> tuple[Path, Path]:
     """(header, data file) of an ENVI image given either one, after checking that the header's
     lines x samples x bands x data type fit in the data file: a truncated file or a header that lies
-    about its size is refused here, before `spectral` maps or allocates what the header claims."""
+    about its size is refused here, before `spectral` maps or allocates what the header claims; so is
+    (read_whole) an image too large for memory."""
     import spectral.io.envi as envi
 
     path = Path(path)
@@ -227,7 +227,7 @@ def envi_files(path: str | Path) -> tuple[Path, Path]:
         raise DataError(f"{header}: header says {lines} lines x {samples} samples x {bands} bands at offset "
                         f"{offset}; an image needs at least one of each")
     _check_size(path, (lines, samples, bands), dtype, lines * samples * bands * dtype.itemsize,
-                data_file.stat().st_size - offset, f"header {header.name}", data_file.name, "ENVI")
+                data_file.stat().st_size - offset, f"header {header.name}", data_file.name, "ENVI", read_whole)
     return header, data_file
 
 
@@ -256,10 +256,11 @@ def read_envi(path: str | Path) -> Cube:
 
 # --- NumPy ----------------------------------------------------------------------------------------
 
-def _npy_layout(path: Path) -> None:
+def check_npy_header(path: str | Path, read_whole: bool = True) -> None:
     """Check an .npy header against the file before loading: a header whose shape needs more bytes
-    than the file holds (truncated, or lying), or more memory than this machine has, is refused
-    here instead of failing deep inside NumPy (or asking the OS for terabytes)."""
+    than the file holds (truncated, or lying), or (read_whole) more memory than this machine has, is
+    refused here instead of failing deep inside NumPy (or asking the OS for terabytes)."""
+    path = Path(path)
     with open(path, "rb") as f:
         try:
             version = np.lib.format.read_magic(f)
@@ -273,7 +274,7 @@ def _npy_layout(path: Path) -> None:
         raise DataError(f"{path}: unreadable NumPy file: it holds Python objects (pickles are never loaded)")
     count = int(np.prod(shape, dtype=object))
     _check_size(path, shape, dtype, count * dtype.itemsize, path.stat().st_size - start, "its header", path.name,
-                "NumPy")
+                "NumPy", read_whole)
 
 
 def read_numpy(path: str | Path, key: str | None = None) -> Cube:
@@ -289,15 +290,17 @@ def read_numpy(path: str | Path, key: str | None = None) -> Cube:
             raise DataError(f"{path}: unreadable NumPy file: no .npy header and not an .npz (zip)")
     try:
         if path.suffix.lower() == ".npy":
-            _npy_layout(path)
+            check_npy_header(path)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return Cube(check_cube(loaded, str(path)), None, str(path))
         with loaded:
             arrays = {k: loaded[k] for k in loaded.files}
+    except DataError:
+        raise
     except MemoryError:
         raise DataError(f"{path}: an array in it is too large for this machine's memory") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as exc:
+    except Exception as exc:  # ValueError, OSError, EOFError, BadZipFile, SyntaxError (a mangled header)...
         raise DataError(f"{path}: unreadable NumPy file ({_one_line(exc)})") from None
     if key is None:
         cubes = [k for k, v in arrays.items() if v.ndim == 3]
