@@ -14,7 +14,7 @@ from ssran_edge.model import ECA, SSRAN
 from ssran_edge.tiling import RECEPTIVE_RADIUS, run_patches, run_tiled, tile_windows, torch_infer
 
 # No example database: the working tree is shared and nothing should be written into it.
-PROPERTY = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 sizes = st.integers(1, 40)
 tiles = st.integers(1, 48)
@@ -71,7 +71,6 @@ def ssran_conv_path() -> torch.nn.Module:
 @given(h=sizes, w=sizes, tile=tiles, halo=st.integers(0, 12))
 def test_kept_regions_cover_every_pixel_exactly_once(h, w, tile, halo):
     counts = np.zeros((h, w), np.int32)
-    sizes = set()
     for (r0, r1, c0, c1), (k0, k1, j0, j1) in tile_windows(h, w, tile, halo):
         assert 0 <= k0 < k1 <= h and 0 <= j0 < j1 <= w
         assert k1 - k0 <= tile and j1 - j0 <= tile
@@ -80,10 +79,8 @@ def test_kept_regions_cover_every_pixel_exactly_once(h, w, tile, halo):
         assert 0 <= c0 <= max(j0 - halo, 0) and min(j1 + halo, w) == c1 <= w
         # ...and is at most a whole tile plus its halo
         assert r1 - r0 <= min(tile, h) + 2 * halo and c1 - c0 <= min(tile, w) + 2 * halo
-        sizes.add((r1 - r0, c1 - c0))
         counts[k0:k1, j0:j1] += 1
     assert (counts == 1).all()
-    assert len(sizes) <= 9  # few window shapes (border / interior), so tiles batch together
 
 
 @PROPERTY
