@@ -125,12 +125,13 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-
-
 def export_fp32(model: torch.nn.Module, imgsz: int = 64, dynamic: bool = True,
                 simplify: bool = True) -> onnx.ModelProto:
-    """Export with dynamic (batch, height, width) unless dynamic=False (then fixed 1 x imgsz x imgsz)."""
-    model = model.eval().float().cpu()
+    """Export with dynamic (batch, height, width) unless dynamic=False (then fixed 1 x imgsz x imgsz), in
+    the deploy form of export/fuse.py (ECA as 4-D ops, GlobalAveragePool)."""
+    from export.fuse import deploy_form, global_average_pools
+
+    model = deploy_form(model.eval().float().cpu())
     example = torch.rand(1, model.in_bands, imgsz, imgsz)
     dims = None
     if dynamic:
@@ -145,6 +146,7 @@ def export_fp32(model: torch.nn.Module, imgsz: int = 64, dynamic: bool = True,
         import onnxslim
 
         proto = onnxslim.slim(proto)
+    proto = global_average_pools(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto
 

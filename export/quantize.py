@@ -54,10 +54,12 @@ class TileCalibrationReader(CalibrationDataReader):
 
 
 def eca_conv_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the 1-D attention convs (3-D weights): tiny, and their output drives a sigmoid gate
-    on every channel, so they stay float."""
+    """Names of the attention convs (ECA's channel conv: 3-D weights in the paper's form, a 1x1 conv on a
+    pooled tensor in the deploy form): tiny, and their output gates every channel, so they stay float."""
     weights = {init.name: len(init.dims) for init in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and weights.get(n.input[1]) == 3]
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and (
+        weights.get(n.input[1]) == 3 or producer.get(n.input[0]) in ("GlobalAveragePool", "ReduceMean"))]
 
 
 def edge_nodes(model: onnx.ModelProto) -> list[str]:

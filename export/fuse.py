@@ -1,0 +1,75 @@
+"""Export-time rewrites of SSRAN that keep its numbers and suit the runtimes' kernels.
+
+1. ECA's 1-D convolution across channels becomes a 1x1 convolution by its banded (Toeplitz) C x C
+   matrix, applied to the (N, C, 1, 1) pooled tensor. The paper's form needs Squeeze/Unsqueeze
+   around a Conv1d; those 3-D tensors stop ONNX Runtime's NHWC int8 path, which then transposes
+   every block's activations back and forth.
+2. The pooling, a ReduceMean over (H, W) with keepdims, becomes GlobalAveragePool, which ONNX
+   Runtime runs quantized in NHWC (QLinearGlobalAveragePool) instead of dequantizing the tensor.
+
+Measured with benchmarks/profile.py on the CAVE model's int8 graph (264 px tile): Transpose, ReduceMean
+and DequantizeLinear fell from about a quarter of kernel time to a few percent.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+from torch import nn
+
+from ssran_edge.model import ECA
+
+
+class ECAMatrix(nn.Module):
+    """ECA as 4-D ops: mean over (H, W) -> 1x1 conv by the banded matrix of the 1-D kernel -> sigmoid -> scale."""
+
+    def __init__(self, eca: ECA, channels: int):
+        super().__init__()
+        kernel = eca.conv.weight.detach().reshape(-1)
+        radius = kernel.numel() // 2
+        matrix = torch.zeros(channels, channels)
+        for tap, value in enumerate(kernel):
+            # output channel i reads input channel i + tap - radius (zero padding outside 0..C-1)
+            matrix += torch.diag(value.expand(channels - abs(tap - radius)), diagonal=tap - radius)
+        self.register_buffer("weight", matrix[:, :, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(F.conv2d(x.mean(dim=(2, 3), keepdim=True), self.weight))
+
+
+def _channels_in(module: nn.Module, parent: nn.Module) -> int:
+    # An ECA scales the output of the layer before it: a block's fuse conv, or the reconstruct conv.
+    fuse = getattr(parent, "fuse", None)
+    if module is getattr(parent, "attention", None) and fuse is not None:
+        return fuse[0].out_channels
+    return parent.reconstruct.out_channels
+
+
+def deploy_form(model: nn.Module) -> nn.Module:
+    """A copy of the model with every ECA in its 4-D form (identical outputs up to float rounding)."""
+    model = copy.deepcopy(model).eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ECA):
+                setattr(parent, name, ECAMatrix(child, _channels_in(child, parent)))
+    return model
+
+
+def global_average_pools(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """ReduceMean over the two spatial axes of a 4-D tensor, keepdims=1 -> GlobalAveragePool (in place)."""
+    constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.value_info, *inferred.input]}
+    for node in proto.graph.node:
+        if node.op_type != "ReduceMean" or len(node.input) != 2 or node.input[1] not in constants:
+            continue
+        axes = sorted(int(a) % 4 for a in np.atleast_1d(constants[node.input[1]]))
+        keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        if ranks.get(node.input[0]) == 4 and axes == [2, 3] and keepdims == 1:
+            node.CopyFrom(helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name))
+    return proto
