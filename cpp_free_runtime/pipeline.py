@@ -42,13 +42,27 @@ class StreamStats:
     stage_seconds: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     runner_seconds: float = 0.0
     quality: list[tuple[float, float]] = field(default_factory=list)  # (PSNR, SAM) per frame vs reference
+    written_at: list[float] = field(default_factory=list)  # perf_counter() as each frame is written
+    runner_per_frame: list[float] = field(default_factory=list)  # runner seconds spent on each frame
+
+    def steady_state(self) -> dict:
+        """Throughput once the pipeline is full: frames 2..n over the time between the first and the last
+        write, against the runner's own time on those frames. Filling (the first frame's read and
+        checks) and draining are start-up costs, not per-frame overhead."""
+        n = len(self.written_at)
+        if n < 3:
+            return {}
+        seconds = self.written_at[-1] - self.written_at[0]
+        runner = sum(self.runner_per_frame[1:])
+        return {"steady_fps": (n - 1) / seconds, "steady_overhead_vs_runner": seconds / runner - 1 if runner else None}
 
     def summary(self) -> dict:
         out = {"frames": self.frames, "dropped": self.dropped, "seconds": round(self.seconds, 3),
                "fps": self.frames / self.seconds if self.seconds else 0.0,
                "mpx_per_s": self.pixels / self.seconds / 1e6 if self.seconds else 0.0,
                "runner_seconds": round(self.runner_seconds, 3),
-               "overhead_vs_runner": (self.seconds / self.runner_seconds - 1) if self.runner_seconds else None}
+               "overhead_vs_runner": (self.seconds / self.runner_seconds - 1) if self.runner_seconds else None,
+               **self.steady_state()}
         if self.quality:
             out["psnr_vs_reference"] = float(np.mean([q[0] for q in self.quality]))
             out["sam_vs_reference"] = float(np.mean([q[1] for q in self.quality]))
@@ -142,7 +156,9 @@ class StreamPipeline:
                     runner_before = sum(self.runner.inference_times)
                     cube = run_tiled(self.runner.infer, frame.data, self.runner.out_bands, self.tile, self.halo,
                                      self.batch)
-                    self.stats.runner_seconds += sum(self.runner.inference_times) - runner_before
+                    spent = sum(self.runner.inference_times) - runner_before
+                    self.stats.runner_seconds += spent
+                    self.stats.runner_per_frame.append(spent)
                     self.stats.stage_seconds["infer"].append(time.perf_counter() - started)
                     self._put(q_out, (frame, cube), may_drop=False)
                 except BaseException as exc:  # noqa: BLE001
@@ -165,6 +181,7 @@ class StreamPipeline:
                         self.stats.quality.append((psnr(self.reference, cube), sam(self.reference, cube)))
                     core = frame.core or (0, cube.shape[0], 0, cube.shape[1])
                     self.stats.frames += 1
+                    self.stats.written_at.append(time.perf_counter())
                     self.stats.pixels += (core[1] - core[0]) * (core[3] - core[2])
                     if self.progress is not None:
                         self.progress.update(1)

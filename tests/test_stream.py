@@ -203,3 +203,20 @@ def test_stream_benchmark_measures_bare_and_pipeline():
     assert frames[0].shape == (96, 96, 3) and not np.array_equal(frames[0], frames[1])
     row = measure(TorchRunner(MODELS["cave"]), frames, tile=64, halo=8, batch=4)
     assert row["bare_s"] > 0 and row["stream_s"] > 0 and np.isfinite(row["overhead"])
+
+
+def test_steady_state_excludes_filling_the_pipeline(video, runner):
+    """A sink slow on its first frame only (a cold disk, say) is a start-up cost: the steady-state rate
+    (frames 2..n between the first and last write) does not see it; the whole-run rate does."""
+
+    class ColdStartSink(SlowSink):
+        def write(self, frame: Frame, cube: np.ndarray) -> None:
+            if frame.index == 0:
+                time.sleep(self.delay)
+            self.frames.append(frame.index)
+
+    stats = StreamPipeline(VideoSource(video), runner, ColdStartSink(1.0), tile=32, queue_size=8).run()
+    summary = stats.summary()
+    assert stats.frames == 6 and len(stats.written_at) == 6 and len(stats.runner_per_frame) == 6
+    assert summary["steady_fps"] > summary["fps"] * 1.3
+    assert summary["steady_overhead_vs_runner"] < summary["overhead_vs_runner"]
