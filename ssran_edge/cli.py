@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="reconstruct a hyperspectral cube")
     p.add_argument("input", nargs="?", help="cube or MSI file/folder (default: the bundled demo scene)")
-    p.add_argument("--model", help="weights (.safetensors with its .json card) or a bundled name: cave, cave_ssran, paris, pavia")
+    p.add_argument("--model", help="weights (.safetensors + .json card) or bundled: cave, cave_ssran, paris, pavia")
     p.add_argument("--srf", help="SRF to simulate the MSI from a hyperspectral input (bundled name or file)")
     p.add_argument("--variable", help="variable name inside a .mat/.npz")
     p.add_argument("--mode", choices=["tile", "patch"], help="inference mode (default: the model card's)")
