@@ -83,6 +83,13 @@ def npy_header_only(path: Path, shape: tuple[int, ...], data_bytes: int = 100, s
     return path
 
 
+def huge_side() -> int:
+    """n such that an n x n x 3 float32 cube is 3x this machine's memory (at least 100000)."""
+    from ssran_edge.data.readers import memory_bytes
+
+    return max(100000, int((memory_bytes() / 4) ** 0.5) + 1)
+
+
 def envi(path: Path, cube: np.ndarray, **header_changes: Any) -> Path:
     """ENVI BSQ float32 (.hdr + .img); header fields replaced afterwards (a header that lies)."""
     import spectral.io.envi as envi_io
@@ -274,8 +281,8 @@ CASES: list[Case] = [
     Case("predict-absurd-dims", "cli", ".npy header claiming 200000x200000x3 over 100 bytes",
          lambda i, o: predict(str(npy_header_only(i / "x.npy", (200000, 200000, 3))), "--output", str(o / "y.npy")),
          "header says 200000x200000x3 float32 (480 GB), but x.npy holds 100 bytes"),
-    Case("predict-too-large", "cli", "a (sparse) 100000x100000x3 float32 .npy, 120 GB",
-         lambda i, o: predict(str(npy_header_only(i / "x.npy", (100000, 100000, 3), sparse=True)),
+    Case("predict-too-large", "cli", "a consistent but sparse float32 .npy of 3x this machine's memory",
+         lambda i, o: predict(str(npy_header_only(i / "x.npy", (huge_side(), huge_side(), 3), sparse=True)),
                               "--output", str(o / "y.npy")),
          "is too large to read whole"),
     Case("predict-truncated-npy", "cli", "an .npy cut in half",
