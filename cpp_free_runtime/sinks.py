@@ -35,6 +35,7 @@ import numpy as np
 
 from cpp_free_runtime.frames import Frame, Sink, SinkError
 from ssran_edge.checkpoint import atomic_path
+from ssran_edge.io import pwrite_array, write_array
 
 log = logging.getLogger("ssran_edge.runtime")
 
@@ -54,13 +55,6 @@ def _reason(exc: OSError) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
-    view = memoryview(np.ascontiguousarray(data)).cast("B")
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
 @contextmanager
 def _io(path: Path, doing: str = "cannot write") -> Iterator[None]:
     """OSError -> SinkError('<path>: <doing>: <reason>'), one line."""
@@ -68,11 +62,6 @@ def _io(path: Path, doing: str = "cannot write") -> Iterator[None]:
         yield
     except OSError as exc:
         raise SinkError(f"{path}: {doing}: {_reason(exc)}") from None
-
-
-def _write_raw(f: Any, arr: np.ndarray) -> None:
-    # file.write raises OSError with its errno (ENOSPC, EFBIG); ndarray.tofile only reports a short write.
-    f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
 
 
 def _ensure_folder(folder: Path) -> None:
@@ -279,7 +268,7 @@ class NpySink(_FileSink):
     def write_frame(self, dest: Path, cube: np.ndarray) -> None:
         with atomic_path(dest) as tmp, open(tmp, "wb") as f:
             np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(cube))
-            _write_raw(f, cube)
+            write_array(f, cube)
 
     def create_scene(self, tmp: Path, h: int, w: int) -> np.memmap:
         return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(h, w, self.bands))
@@ -289,7 +278,7 @@ class NpySink(_FileSink):
         _, w, bands = scene.shape
         rows = np.ascontiguousarray(core, dtype="<f4")
         for r in range(r0, r1):  # (H, W, bands): each row's core is one contiguous run
-            _pwrite_all(fd, rows[r - r0], scene.offset + ((r * w + c0) * bands) * 4)
+            pwrite_array(fd, rows[r - r0], scene.offset + ((r * w + c0) * bands) * 4)
 
 
 class EnviSink(_FileSink):
@@ -314,7 +303,7 @@ class EnviSink(_FileSink):
     def write_frame(self, dest: Path, cube: np.ndarray) -> None:
         dest.unlink(missing_ok=True)  # an old header must not describe the new data while it is swapped in
         with atomic_path(dest.with_suffix(".img")) as tmp, open(tmp, "wb") as f:  # hidden temp, then renamed
-            _write_raw(f, cube.transpose(2, 0, 1).astype("<f4"))
+            write_array(f, cube.transpose(2, 0, 1).astype("<f4"))
         self._publish_header(dest, *cube.shape[:2])
 
     def create_scene(self, tmp: Path, h: int, w: int) -> np.memmap:
@@ -327,10 +316,10 @@ class EnviSink(_FileSink):
         planes = np.ascontiguousarray(core.transpose(2, 0, 1), dtype="<f4")  # BSQ: band, line, sample
         for b in range(planes.shape[0]):
             if c0 == 0 and c1 == w:  # full-width windows: one run per band
-                _pwrite_all(fd, planes[b], scene.offset + (b * h + r0) * w * 4)
+                pwrite_array(fd, planes[b], scene.offset + (b * h + r0) * w * 4)
                 continue
             for r in range(r0, r1):
-                _pwrite_all(fd, planes[b, r - r0], scene.offset + ((b * h + r) * w + c0) * 4)
+                pwrite_array(fd, planes[b, r - r0], scene.offset + ((b * h + r) * w + c0) * 4)
 
     def scene_data_path(self) -> Path:
         return self.scene_path().with_suffix(".img")
