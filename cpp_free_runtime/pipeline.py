@@ -1,5 +1,6 @@
-"""The stream: reader -> preprocess -> infer (tiled) -> postprocess + write, each stage a thread joined
-by bounded queues, so memory stays flat whatever the source or sink speed.
+"""The stream: reader -> preprocess -> infer (tiles) -> postprocess (stitch) -> write, each stage a thread
+joined by bounded queues, so memory stays flat whatever the source or sink speed, and stitching and
+writing one frame overlap the next frame's inference.
 
 - Live sources (cameras) drop the oldest waiting frame when inference falls behind (counted);
   file sources block instead and never drop.
@@ -26,11 +27,11 @@ from cpp_free_runtime.runners import Runner
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
 from ssran_edge.metrics import psnr, sam
-from ssran_edge.tiling import run_tiled
+from ssran_edge.tiling import infer_tiles, stitch, tile_windows
 
 log = logging.getLogger("ssran_edge.runtime")
 _DONE = object()  # end-of-stream marker passed down the queues
-STAGES = ("read", "preprocess", "infer", "write")
+STAGES = ("read", "preprocess", "infer", "postprocess", "write")
 
 
 @dataclass
@@ -85,7 +86,7 @@ class StreamPipeline:
         self._stop = threading.Event()
         self._error: BaseException | None = None  # a stage failed: drop the work in flight
         self._source_error: BaseException | None = None  # the source failed: finish what was read
-        self._queues = [queue.Queue(maxsize=queue_size) for _ in range(3)]
+        self._queues = [queue.Queue(maxsize=queue_size) for _ in range(4)]
 
     def stop(self) -> None:
         """Stop reading; frames already read are still finished and written."""
@@ -154,19 +155,34 @@ class StreamPipeline:
                 try:
                     started = time.perf_counter()
                     runner_before = sum(self.runner.inference_times)
-                    cube = run_tiled(self.runner.infer, frame.data, self.runner.out_bands, self.tile, self.halo,
-                                     self.batch)
+                    windows = tile_windows(*frame.data.shape[:2], self.tile, self.halo)
+                    tiles = infer_tiles(self.runner.infer, frame.data, windows, self.batch)
                     spent = sum(self.runner.inference_times) - runner_before
                     self.stats.runner_seconds += spent
                     self.stats.runner_per_frame.append(spent)
                     self.stats.stage_seconds["infer"].append(time.perf_counter() - started)
+                    self._put(q_out, (frame, tiles), may_drop=False)
+                except BaseException as exc:  # noqa: BLE001
+                    self._fail(exc)
+        self._put(q_out, _DONE, may_drop=False)
+
+    def _postprocess(self) -> None:
+        """Stitch the tiles' kept regions into the frame's cube, beside the next frame's inference."""
+        q_in, q_out = self._queues[2], self._queues[3]
+        while (item := q_in.get()) is not _DONE:
+            if self._error is None:
+                frame, tiles = item
+                try:
+                    started = time.perf_counter()
+                    cube = stitch(tiles, *frame.data.shape[:2], self.runner.out_bands)
+                    self.stats.stage_seconds["postprocess"].append(time.perf_counter() - started)
                     self._put(q_out, (frame, cube), may_drop=False)
                 except BaseException as exc:  # noqa: BLE001
                     self._fail(exc)
         self._put(q_out, _DONE, may_drop=False)
 
     def _writer(self) -> None:
-        q_in = self._queues[2]
+        q_in = self._queues[3]
         while (item := q_in.get()) is not _DONE:
             if self._error is None:
                 frame, cube = item
@@ -206,7 +222,8 @@ class StreamPipeline:
         self._started = time.perf_counter()
         threads = [threading.Thread(target=target, name=f"ssran-{name}", daemon=True)
                    for name, target in (("reader", self._reader), ("preprocess", self._preprocess),
-                                        ("infer", self._infer), ("writer", self._writer))]
+                                        ("infer", self._infer), ("postprocess", self._postprocess),
+                                        ("writer", self._writer))]
         for t in threads:
             t.start()
         try:

@@ -41,21 +41,36 @@ def torch_infer(model: torch.nn.Module, device: str | torch.device = "cpu") -> I
     return infer
 
 
-def _run_windows(infer: InferFn, msi: np.ndarray, windows, out_bands: int, batch: int) -> np.ndarray:
-    """windows: list of ((r0, r1, c0, c1) input window, (r0, r1, c0, c1) kept region)."""
-    h, w, _ = msi.shape
-    out = np.zeros((h, w, out_bands), np.float32)
+Window = tuple[int, int, int, int]  # (r0, r1, c0, c1)
+TileOutput = tuple[Window, Window, np.ndarray]  # input window, kept region, (out_bands, h, w) output of the window
+
+
+def infer_tiles(infer: InferFn, msi: np.ndarray, windows, batch: int) -> list[TileOutput]:
+    """Run every ((input window), (kept region)) of an (H, W, in_bands) frame, windows of one size batched."""
     chw = np.ascontiguousarray(msi.transpose(2, 0, 1), dtype=np.float32)
     by_shape = defaultdict(list)  # windows of one size batch together
     for window, keep in windows:
         by_shape[(window[1] - window[0], window[3] - window[2])].append((window, keep))
+    outputs = []
     for group in by_shape.values():
         for i in range(0, len(group), batch):
             chunk = group[i: i + batch]
             y = infer(np.stack([chw[:, r0:r1, c0:c1] for (r0, r1, c0, c1), _ in chunk]))
-            for k, ((r0, _, c0, _), (kr0, kr1, kc0, kc1)) in enumerate(chunk):
-                out[kr0:kr1, kc0:kc1] = y[k, :, kr0 - r0: kr1 - r0, kc0 - c0: kc1 - c0].transpose(1, 2, 0)
+            outputs += [(window, keep, y[k]) for k, (window, keep) in enumerate(chunk)]
+    return outputs
+
+
+def stitch(tiles: list[TileOutput], h: int, w: int, out_bands: int) -> np.ndarray:
+    """The kept region of each tile's output, in place in an (h, w, out_bands) cube."""
+    out = np.zeros((h, w, out_bands), np.float32)
+    for (r0, _, c0, _), (kr0, kr1, kc0, kc1), y in tiles:
+        out[kr0:kr1, kc0:kc1] = y[:, kr0 - r0: kr1 - r0, kc0 - c0: kc1 - c0].transpose(1, 2, 0)
     return out
+
+
+def _run_windows(infer: InferFn, msi: np.ndarray, windows, out_bands: int, batch: int) -> np.ndarray:
+    """windows: list of ((r0, r1, c0, c1) input window, (r0, r1, c0, c1) kept region)."""
+    return stitch(infer_tiles(infer, msi, windows, batch), msi.shape[0], msi.shape[1], out_bands)
 
 
 def _spans(length: int, size: int) -> list[tuple[int, int, int]]:
