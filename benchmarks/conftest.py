@@ -45,7 +45,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def runner(artefact: suite.Artefact, request: pytest.FixtureRequest):
-    """One activated runner per artefact, reused over frame sizes."""
+    """One activated runner per artefact, reused over frame sizes, at its fastest (ORT workers spinning)."""
     with suite.open_runner(artefact, request.config.getoption("--bench-threads")) as r:
         yield r
 

@@ -85,7 +85,9 @@ def markdown(rows: list[dict], info: dict) -> str:
                      f"{_f(r.get('drift_db'), '+.3f')} |")
     stream = [r for r in rows if r["kind"] == "stream"]
     if stream:
-        lines += ["", "## End to end (`ssran-edge run`'s pipeline with an .npy sink) vs the bare runner, same tiles",
+        lines += ["", "## End to end: `ssran-edge run`'s pipeline as shipped (.npy sink; ORT workers sleep between "
+                  "sections) vs the bare runner at its fastest (workers spinning), same tiles; overhead = steady-state "
+                  "time per frame (frames 2..n) over the bare runner's, medians of the rounds",
                   "", "| config | artefact | frames | fps | Mpx/s | GFLOP/s | % roof | × torch fp32 | bare Mpx/s "
                   "| overhead steady | overhead whole run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(stream, key=lambda r: (r["config"], -r["ms"])):

@@ -104,7 +104,7 @@ class OrtRunner(Runner):
     name = "ort"
     PROVIDERS = {"trt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
-    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int = 0):
+    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int = 0, spinning: bool = False):
         super().__init__()
         from export.onnx_export import read_metadata
 
@@ -114,7 +114,7 @@ class OrtRunner(Runner):
         self.out_bands = int(meta.get("ssran_edge.out_bands", 0))
         if provider not in self.PROVIDERS:
             raise RunnerError(f"ort: unknown provider {provider!r}; choose one of {', '.join(self.PROVIDERS)}")
-        self.provider, self.threads = provider, threads
+        self.provider, self.threads, self.spinning = provider, threads, spinning
         self.name = f"ort-{provider}"
 
     def activate_impl(self) -> None:
@@ -126,7 +126,7 @@ class OrtRunner(Runner):
         if wanted not in available:
             raise RunnerError(f"ort: {wanted} is not in this onnxruntime build ({', '.join(available)})")
         providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
-        self.session = ort_session(self.path, providers, self.threads)
+        self.session = ort_session(self.path, providers, self.threads, self.spinning)
         meta = self.session.get_inputs()[0]
         self.input_name = meta.name
         out_meta = self.session.get_outputs()[0]
