@@ -70,7 +70,9 @@ class Source:
 
 class Sink:
     """Takes output cubes (H, W, out_bands) float32 with their Frame. `write` either stores a whole
-    frame or nothing; `close` finalises (an interrupted run leaves only whole frames on disk)."""
+    frame or nothing; `close` finalises (an interrupted run leaves only whole frames on disk).
+    `cube` is only lent for the call: the stream reuses the array for a later frame, so a sink that
+    keeps data copies it."""
 
     def open(self, out_bands: int, wavelengths: list[float] | None) -> None: ...
 

@@ -60,9 +60,11 @@ def infer_tiles(infer: InferFn, msi: np.ndarray, windows, batch: int) -> list[Ti
     return outputs
 
 
-def stitch(tiles: list[TileOutput], h: int, w: int, out_bands: int) -> np.ndarray:
-    """The kept region of each tile's output, in place in an (h, w, out_bands) cube."""
-    out = np.zeros((h, w, out_bands), np.float32)
+def stitch(tiles: list[TileOutput], h: int, w: int, out_bands: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The kept region of each tile's output, in place in an (h, w, out_bands) cube (`out`, reused by a
+    stream: the kept regions of tile_windows cover every pixel, so its old contents never show)."""
+    if out is None:
+        out = np.zeros((h, w, out_bands), np.float32)
     for (r0, _, c0, _), (kr0, kr1, kc0, kc1), y in tiles:
         out[kr0:kr1, kc0:kc1] = y[:, kr0 - r0: kr1 - r0, kc0 - c0: kc1 - c0].transpose(1, 2, 0)
     return out
