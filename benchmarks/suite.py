@@ -40,6 +40,7 @@ class Artefact:
     backend: str  # torch | ort | trt
     precision: str  # fp32 | fp16 | int8
     path: str  # weights (torch) or artefact file
+    whole_frame: bool = False  # the model called once on the whole frame (the reference), not in tiles
 
     @property
     def key(self) -> str:
@@ -95,8 +96,12 @@ def ensure_export(config: str, root: Path) -> Path:
 
 def artefacts(config: str, export_dir: Path | None, precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
               ) -> list[Artefact]:
-    """torch eager fp32, then every artefact in the export folder's manifest (engines where TensorRT runs)."""
-    found = [Artefact(config, "torch fp32", "torch", "fp32", str(weights_of(config)))]
+    """torch eager fp32 on the whole frame (the reference the ratios are taken against: the model called
+    on the frame, as a PyTorch user would) and in tiles (`--backend torch`), then every artefact in the
+    export folder's manifest (engines where TensorRT runs)."""
+    weights = str(weights_of(config))
+    found = [Artefact(config, "torch fp32 whole frame", "torch", "fp32", weights, whole_frame=True),
+             Artefact(config, "torch fp32", "torch", "fp32", weights)]
     if export_dir is None or not (export_dir / "manifest.json").is_file():
         return found
     manifest = json.loads((export_dir / "manifest.json").read_text())
@@ -146,8 +151,10 @@ def frame(config: str, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(rows, axis=0)[:size, :size], dtype=np.float32)
 
 
-def infer_frame(runner: Runner, msi: np.ndarray, tile: int, batch: int = 1) -> np.ndarray:
-    """One frame the way `ssran-edge run` infers it (tiles + halo, batched, stitched)."""
+def infer_frame(runner: Runner, msi: np.ndarray, tile: int, batch: int = 1, whole_frame: bool = False) -> np.ndarray:
+    """One frame the way `ssran-edge run` infers it (tiles + halo, batched, stitched), or in one call."""
+    if whole_frame:
+        return runner.infer(np.ascontiguousarray(msi.transpose(2, 0, 1))[None])[0].transpose(1, 2, 0)
     return run_tiled(runner.infer, msi, runner.out_bands, tile, HALO, batch)
 
 

@@ -55,7 +55,12 @@ def test_gemm_ceiling(benchmark, engine: str):
     benchmark.pedantic(_gemm(engine, n), rounds=7, warmup_rounds=1)
 
 
+WHOLE_FRAME_MAX = 512  # torch on a whole 2048² frame peaks near 9.3 GiB (MEASURED.md): tiles are its baseline there
+
+
 def test_frame(benchmark, artefact: suite.Artefact, runner, size: int, accuracy: dict):
+    if artefact.whole_frame and size > WHOLE_FRAME_MAX:
+        pytest.skip(f"whole-frame torch above {WHOLE_FRAME_MAX}² needs GBs; the tiled torch row is the baseline")
     card = suite.card_of(artefact.config)
     tile = card["inference"]["tile"]
     msi = suite.frame(artefact.config, size)
@@ -64,15 +69,20 @@ def test_frame(benchmark, artefact: suite.Artefact, runner, size: int, accuracy:
     benchmark.group = f"{artefact.config} {size}px"
     benchmark.extra_info.update(
         kind="frame", config=artefact.config, artefact=artefact.label, backend=artefact.backend,
-        precision=artefact.precision, size=size, tile=tile, pixels=size * size,
+        precision=artefact.precision, size=size, tile=tile, pixels=size * size, whole_frame=artefact.whole_frame,
         flop=suite.flops_per_pixel(artefact.config) * size * size, **accuracy)
-    benchmark.pedantic(suite.infer_frame, args=(runner, msi, tile), rounds=rounds_for(size), warmup_rounds=0)
+    if artefact.whole_frame:
+        suite.infer_frame(runner, msi, tile, whole_frame=True)  # warm-up at this shape
+    benchmark.pedantic(suite.infer_frame, args=(runner, msi, tile), kwargs={"whole_frame": artefact.whole_frame},
+                       rounds=rounds_for(size), warmup_rounds=0)
 
 
 def test_stream(benchmark, artefact: suite.Artefact, runner, request):
     """`ssran-edge run`'s pipeline (reader, checks, tiling, stitching, .npy sink) with the runner as it ships
     against the bare runner at its fastest (ORT workers spinning) on the same tiles. Each round measures
     the bare runner first, then the stream, so both see the same machine; figures are medians."""
+    if artefact.whole_frame:
+        pytest.skip("the stream always runs in tiles")
     size = request.config.getoption("--bench-stream-size")
     count = request.config.getoption("--bench-stream-frames")
     tile = suite.card_of(artefact.config)["inference"]["tile"]

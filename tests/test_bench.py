@@ -44,7 +44,9 @@ def test_smoke_reports_latency_next_to_accuracy(smoke_run):
     assert {("frame", "torch fp32"), ("frame", "ort model.onnx"), ("frame", "ort model_int8.onnx"),
             ("stream", "ort model_int8.onnx")} <= set(rows)
     assert data["info"]["ceiling_gflops"] > 1 and set(data["info"]["gemm_gflops"]) == {"torch", "numpy", "onnxruntime"}
-    assert rows[("frame", "torch fp32")]["speedup_vs_torch"] == pytest.approx(1.0)
+    assert rows[("frame", "torch fp32 whole frame")]["speedup_vs_torch"] == pytest.approx(1.0)  # the reference
+    assert rows[("frame", "torch fp32")]["speedup_vs_torch_tiles"] == pytest.approx(1.0)
+    assert ("stream", "torch fp32 whole frame") not in rows  # a stream always runs in tiles
     int8 = rows[("frame", "ort model_int8.onnx")]
     # Real accuracy on the CAVE validation split: the int8 export passed its gate, so its drift is small.
     assert int8["accuracy_on"] == "cave validation split"
