@@ -163,6 +163,12 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
         int8 = onnx.load(str(stage / "model_int8.onnx"))
         save_onnx(set_metadata(int8, card_metadata(card, "int8", **common, **calib)), stage / "model_int8.onnx")
         add_onnx("model_int8.onnx", "int8", calib)
+        from export.fuse import ort_optimize_int8
+
+        adds = ort_optimize_int8(stage / "model_int8.onnx", stage / "model_int8_cpu.onnx")
+        add_onnx("model_int8_cpu.onnx", "int8", {**calib, "nhwc_residual_adds": adds,
+                                                 "note": "ONNX Runtime's CPU graph of model_int8.onnx, residual adds "
+                                                         "in NHWC (export/fuse.py)"})
     if trt_ok:
         staged += _build_engines(opts, card, tile, stage, gate)
 

@@ -65,7 +65,7 @@ def test_dynamic_batch_height_width(exported):
 def test_drift_report_and_manifest(exported):
     out, result = exported
     drift = {d["artefact"]: d for d in json.loads((out / "drift.json").read_text())}
-    assert set(drift) == {"model.onnx", "model_cpu.onnx", "model_fp16.onnx", "model_int8.onnx"}
+    assert set(drift) == {"model.onnx", "model_cpu.onnx", "model_fp16.onnx", "model_int8.onnx", "model_int8_cpu.onnx"}
     assert drift["model.onnx"]["drop_db"] < 0.01 and drift["model.onnx"]["max_abs_vs_fp32"] < 1e-4
     assert drift["model_fp16.onnx"]["drop_db"] < 0.05 and drift["model_fp16.onnx"]["psnr_vs_fp32"] > 50
     assert drift["model_int8.onnx"]["psnr_vs_fp32"] < drift["model_fp16.onnx"]["psnr_vs_fp32"]
@@ -126,7 +126,8 @@ def test_latency_comparison_runs_every_onnx_artefact(exported):
     rows = compare(out, size=32, repeat=1)
     assert [r["artefact"] for r in rows][0] == "torch eager"
     assert {r["artefact"] for r in rows[1:]} == {f"ORT CPU {n}" for n in
-                                                 ("model.onnx", "model_cpu.onnx", "model_fp16.onnx", "model_int8.onnx")}
+                                                 ("model.onnx", "model_cpu.onnx", "model_fp16.onnx", "model_int8.onnx",
+                                                  "model_int8_cpu.onnx")}
     assert all(r["ms"] > 0 and r["speedup"] > 0 for r in rows)
 
 
@@ -163,3 +164,22 @@ def test_int8_keeps_the_input_layer_and_the_head_float(exported):
     assert producer["hsi"].op_type not in ("DequantizeLinear", "QuantizeLinear")
     meta = read_metadata(out / "model_int8.onnx")
     assert {n.name for n in first} <= set(meta["ssran_edge.float_nodes"])
+
+
+def test_int8_cpu_graph_runs_residual_adds_in_nhwc_with_identical_outputs(exported):
+    """export/fuse.nhwc_residual_adds on ONNX Runtime's optimised int8 graph: fewer transposes, and not one
+    output value changes (real validation data through both files)."""
+    import onnxruntime as ort
+
+    from ssran_edge.data.protocols import load_protocol
+
+    out, _ = exported
+    rewritten = onnx.load(str(out / "model_int8_cpu.onnx")).graph
+    assert any(n.op_type == "QLinearAdd" and n.output[0].endswith("_nhwc") for n in rewritten.node)
+    meta = read_metadata(out / "model_int8_cpu.onnx")
+    assert meta["ssran_edge.nhwc_residual_adds"] >= 2 and meta["ssran_edge.precision"] == "int8"
+    region = load_protocol("paris").val[0].msi[:40, :36]
+    x = np.ascontiguousarray(region.transpose(2, 0, 1))[None]
+    plain, nhwc = (ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"]).run(None, {"msi": x})[0]
+                   for f in ("model_int8.onnx", "model_int8_cpu.onnx"))
+    np.testing.assert_array_equal(plain, nhwc)
