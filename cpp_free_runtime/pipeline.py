@@ -86,7 +86,11 @@ class StreamPipeline:
         self._stop = threading.Event()
         self._error: BaseException | None = None  # a stage failed: drop the work in flight
         self._source_error: BaseException | None = None  # the source failed: finish what was read
-        self._queues = [queue.Queue(maxsize=queue_size) for _ in range(4)]
+        # reader -> preprocess -> infer -> postprocess -> writer. One frame's tile outputs wait for the
+        # stitcher at most: that is enough to overlap stitching with the next inference, and each waiting
+        # frame there is a cube's worth of memory (108 MB for 103 bands at 512 px).
+        self._queues = [queue.Queue(maxsize=queue_size), queue.Queue(maxsize=queue_size), queue.Queue(maxsize=1),
+                        queue.Queue(maxsize=queue_size)]
         # Output cubes are reused once written: a fresh 100 MB array a frame (4 -> 103 bands, 512 px) is
         # mapped anew by malloc and page-faulted in while stitching, which cost more than the stitching.
         self._free_cubes: queue.Queue = queue.Queue(maxsize=queue_size + 2)
