@@ -27,7 +27,7 @@ from cpp_free_runtime.runners import Runner
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
 from ssran_edge.metrics import psnr, sam
-from ssran_edge.tiling import infer_tiles, stitch, tile_windows
+from ssran_edge.tiling import iter_tiles, stitch, tile_windows
 
 log = logging.getLogger("ssran_edge.runtime")
 _DONE = object()  # end-of-stream marker passed down the queues
@@ -86,10 +86,9 @@ class StreamPipeline:
         self._stop = threading.Event()
         self._error: BaseException | None = None  # a stage failed: drop the work in flight
         self._source_error: BaseException | None = None  # the source failed: finish what was read
-        # reader -> preprocess -> infer -> postprocess -> writer. One frame's tile outputs wait for the
-        # stitcher at most: that is enough to overlap stitching with the next inference, and each waiting
-        # frame there is a cube's worth of memory (108 MB for 103 bands at 512 px).
-        self._queues = [queue.Queue(maxsize=queue_size), queue.Queue(maxsize=queue_size), queue.Queue(maxsize=1),
+        # reader -> preprocess -> infer -> postprocess -> writer. Between infer and postprocess wait at most
+        # two batches of tile outputs: enough to overlap stitching with inference, small in memory.
+        self._queues = [queue.Queue(maxsize=queue_size), queue.Queue(maxsize=queue_size), queue.Queue(maxsize=2),
                         queue.Queue(maxsize=queue_size)]
         # Output cubes are reused once written: a fresh 100 MB array a frame (4 -> 103 bands, 512 px) is
         # mapped anew by malloc and page-faulted in while stitching, which cost more than the stitching.
@@ -156,6 +155,8 @@ class StreamPipeline:
         self._put(q_out, _DONE, may_drop=False)
 
     def _infer(self) -> None:
+        """Tiles through the runner; each batch's outputs go to the stitcher as soon as they exist, so a
+        frame's tile outputs are never all held at once (a window of a large scene is 100+ MB of them)."""
         q_in, q_out = self._queues[1], self._queues[2]
         while (frame := q_in.get()) is not _DONE:
             if self._error is None:
@@ -163,28 +164,36 @@ class StreamPipeline:
                     started = time.perf_counter()
                     runner_before = sum(self.runner.inference_times)
                     windows = tile_windows(*frame.data.shape[:2], self.tile, self.halo)
-                    tiles = infer_tiles(self.runner.infer, frame.data, windows, self.batch)
+                    for tiles in iter_tiles(self.runner.infer, frame.data, windows, self.batch):
+                        self._put(q_out, (frame, tiles, False), may_drop=False)
+                    self._put(q_out, (frame, [], True), may_drop=False)  # the frame's last batch is in
                     spent = sum(self.runner.inference_times) - runner_before
                     self.stats.runner_seconds += spent
                     self.stats.runner_per_frame.append(spent)
                     self.stats.stage_seconds["infer"].append(time.perf_counter() - started)
-                    self._put(q_out, (frame, tiles), may_drop=False)
                 except BaseException as exc:  # noqa: BLE001
                     self._fail(exc)
         self._put(q_out, _DONE, may_drop=False)
 
     def _postprocess(self) -> None:
-        """Stitch the tiles' kept regions into the frame's cube, beside the next frame's inference."""
+        """Stitch each batch's kept regions into the frame's cube, beside the inference of the next batch."""
         q_in, q_out = self._queues[2], self._queues[3]
+        cube, spent = None, 0.0
         while (item := q_in.get()) is not _DONE:
             if self._error is None:
-                frame, tiles = item
+                frame, tiles, last = item
                 try:
                     started = time.perf_counter()
-                    cube = stitch(tiles, *frame.data.shape[:2], self.runner.out_bands,
-                                  out=self._reusable_cube((*frame.data.shape[:2], self.runner.out_bands)))
-                    self.stats.stage_seconds["postprocess"].append(time.perf_counter() - started)
-                    self._put(q_out, (frame, cube), may_drop=False)
+                    shape = (*frame.data.shape[:2], self.runner.out_bands)
+                    if cube is None:
+                        cube = self._reusable_cube(shape)
+                        cube = np.zeros(shape, np.float32) if cube is None else cube
+                    stitch(tiles, *shape, out=cube)
+                    spent += time.perf_counter() - started
+                    if last:
+                        self.stats.stage_seconds["postprocess"].append(spent)
+                        self._put(q_out, (frame, cube), may_drop=False)
+                        cube, spent = None, 0.0
                 except BaseException as exc:  # noqa: BLE001
                     self._fail(exc)
         self._put(q_out, _DONE, may_drop=False)

@@ -11,7 +11,7 @@ border), each run on its own, as the authors' test script does.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,19 +45,23 @@ Window = tuple[int, int, int, int]  # (r0, r1, c0, c1)
 TileOutput = tuple[Window, Window, np.ndarray]  # input window, kept region, (out_bands, h, w) output of the window
 
 
-def infer_tiles(infer: InferFn, msi: np.ndarray, windows, batch: int) -> list[TileOutput]:
-    """Run every ((input window), (kept region)) of an (H, W, in_bands) frame, windows of one size batched."""
+def iter_tiles(infer: InferFn, msi: np.ndarray, windows, batch: int) -> Iterator[list[TileOutput]]:
+    """Run every ((input window), (kept region)) of an (H, W, in_bands) frame, windows of one size batched;
+    yields each batch's outputs as soon as it is inferred (a stream stitches them meanwhile)."""
     chw = np.ascontiguousarray(msi.transpose(2, 0, 1), dtype=np.float32)
     by_shape = defaultdict(list)  # windows of one size batch together
     for window, keep in windows:
         by_shape[(window[1] - window[0], window[3] - window[2])].append((window, keep))
-    outputs = []
     for group in by_shape.values():
         for i in range(0, len(group), batch):
             chunk = group[i: i + batch]
             y = infer(np.stack([chw[:, r0:r1, c0:c1] for (r0, r1, c0, c1), _ in chunk]))
-            outputs += [(window, keep, y[k]) for k, (window, keep) in enumerate(chunk)]
-    return outputs
+            yield [(window, keep, y[k]) for k, (window, keep) in enumerate(chunk)]
+
+
+def infer_tiles(infer: InferFn, msi: np.ndarray, windows, batch: int) -> list[TileOutput]:
+    """Every window's output (iter_tiles, collected)."""
+    return [tile for tiles in iter_tiles(infer, msi, windows, batch) for tile in tiles]
 
 
 def stitch(tiles: list[TileOutput], h: int, w: int, out_bands: int, out: np.ndarray | None = None) -> np.ndarray:
