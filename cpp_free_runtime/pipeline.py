@@ -47,15 +47,15 @@ class StreamStats:
     runner_per_frame: list[float] = field(default_factory=list)  # runner seconds spent on each frame
 
     def steady_state(self) -> dict:
-        """Throughput once the pipeline is full: frames 2..n over the time between the first and the last
-        write, against the runner's own time on those frames. Filling (the first frame's read and
-        checks) and draining are start-up costs, not per-frame overhead."""
-        n = len(self.written_at)
-        if n < 3:
+        """Throughput once the pipeline is full: the median interval between successive writes (frames
+        2..n) against the runner's median time per frame over the same frames. Filling (the first
+        frame's read and checks), draining and one-off stalls are not per-frame overhead."""
+        if len(self.written_at) < 3:
             return {}
-        seconds = self.written_at[-1] - self.written_at[0]
-        runner = sum(self.runner_per_frame[1:])
-        return {"steady_fps": (n - 1) / seconds, "steady_overhead_vs_runner": seconds / runner - 1 if runner else None}
+        interval = float(np.median(np.diff(self.written_at)))
+        runner = float(np.median(self.runner_per_frame[1:])) if len(self.runner_per_frame) > 1 else 0.0
+        return {"steady_fps": 1 / interval if interval else 0.0,
+                "steady_overhead_vs_runner": interval / runner - 1 if runner else None}
 
     def summary(self) -> dict:
         out = {"frames": self.frames, "dropped": self.dropped, "seconds": round(self.seconds, 3),
