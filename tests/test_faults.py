@@ -341,8 +341,10 @@ def test_a_live_video_file_that_disappears_mid_stream(runner, tmp_path):
     video.unlink()  # the open capture still reads what it holds; every reconnect now fails
     pipeline, error = stream(source, runner, NpySink(tmp_path / "out"))
     assert error is not None and "stopped delivering frames after 2 retries" in str(error)
-    assert pipeline.stats.frames == 6 and pipeline.stats.dropped == 0
-    assert_whole_frames(tmp_path / "out", 6, (H, W, 31))
+    # A live source reads as fast as the file allows and may drop the oldest waiting frame when
+    # inference falls behind; every frame is either written whole or counted as dropped.
+    assert pipeline.stats.frames + pipeline.stats.dropped == 6 and pipeline.stats.frames >= 1
+    assert_whole_frames(tmp_path / "out", pipeline.stats.frames, (H, W, 31))
 
 
 # --- a slow sink -------------------------------------------------------------------------------------------------
