@@ -185,10 +185,9 @@ class StreamPipeline:
                 try:
                     started = time.perf_counter()
                     shape = (*frame.data.shape[:2], self.runner.out_bands)
-                    if cube is None:
+                    if cube is None:  # the frame's first batch: a written cube to reuse, else stitch allocates
                         cube = self._reusable_cube(shape)
-                        cube = np.zeros(shape, np.float32) if cube is None else cube
-                    stitch(tiles, *shape, out=cube)
+                    cube = stitch(tiles, *shape, out=cube)
                     spent += time.perf_counter() - started
                     if last:
                         self.stats.stage_seconds["postprocess"].append(spent)
