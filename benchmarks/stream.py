@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import suite
 from cpp_free_runtime.frames import Frame, Source
 from cpp_free_runtime.pipeline import StreamPipeline
 from cpp_free_runtime.runners import OrtRunner, Runner, TorchRunner
 from cpp_free_runtime.sinks import NpySink
-from ssran_edge.assets import demo_scene
-from ssran_edge.srf import load_srf, simulate_msi
 from ssran_edge.tiling import tile_windows
 
 
@@ -41,11 +40,8 @@ class ArraySource(Source):
 
 
 def demo_frames(size: int, count: int) -> list[np.ndarray]:
-    scene = demo_scene()
-    rgb = simulate_msi(scene.data, load_srf("nikon_d700").matrix_for(scene.wavelengths, 31))
-    reps = -(-size // rgb.shape[0])
-    big = np.tile(rgb, (reps, reps, 1))[:size, :size]
-    return [np.ascontiguousarray(np.roll(big, 17 * k, axis=1)) for k in range(count)]
+    """The bundled CAVE crop as simulated RGB frames of size x size (benchmarks.suite.frames)."""
+    return suite.frames("cave", size, count)
 
 
 def bare_seconds(runner: Runner, frames: list[np.ndarray], tile: int, halo: int, batch: int) -> float:

@@ -151,6 +151,12 @@ def frame(config: str, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(rows, axis=0)[:size, :size], dtype=np.float32)
 
 
+def frames(config: str, size: int, count: int) -> list[np.ndarray]:
+    """`count` different frames for a stream: frame(config, size) shifted sideways by 17 px each time."""
+    base = frame(config, size)
+    return [np.ascontiguousarray(np.roll(base, 17 * k, axis=1)) for k in range(count)]
+
+
 def infer_frame(runner: Runner, msi: np.ndarray, tile: int, batch: int = 1, whole_frame: bool = False) -> np.ndarray:
     """One frame the way `ssran-edge run` infers it (tiles + halo, batched, stitched), or in one call."""
     if whole_frame:

@@ -86,8 +86,7 @@ def test_stream(benchmark, artefact: suite.Artefact, runner, request):
     size = request.config.getoption("--bench-stream-size")
     count = request.config.getoption("--bench-stream-frames")
     tile = suite.card_of(artefact.config)["inference"]["tile"]
-    base = suite.frame(artefact.config, size)
-    frames = [np.ascontiguousarray(np.roll(base, 17 * k, axis=1)) for k in range(count)]
+    frames = suite.frames(artefact.config, size, count)
     bare: list[float] = []
     steady: list[float] = []
 
@@ -96,7 +95,7 @@ def test_stream(benchmark, artefact: suite.Artefact, runner, request):
         return (), {}
 
     shipped = suite.open_runner(artefact, request.config.getoption("--bench-threads"), spinning=False).activate()
-    shipped.infer(np.ascontiguousarray(base[:tile, :tile].transpose(2, 0, 1))[None])  # warm-up
+    shipped.infer(np.ascontiguousarray(frames[0][:tile, :tile].transpose(2, 0, 1))[None])  # warm-up
 
     def stream() -> None:
         with tempfile.TemporaryDirectory() as tmp:
