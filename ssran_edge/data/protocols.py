@@ -4,10 +4,13 @@
   test 36:72, as the authors' comment in SSRAN.py gives.
 - `pavia`: Pavia University 50x50 crop, MSI simulated with SSRAN's D_103 (4 -> 103); left half
   train, right half test (the paper splits PaviaU by columns too).
-- `cave`: CAVE scenes, MSI simulated with the Nikon D700 SRF (RGB -> 31); 5 scenes train, 2 test.
+- `cave`: 27 CAVE scenes, MSI simulated with the Nikon D700 SRF (RGB -> 31), split by whole scene:
+  18 train, 3 validation, 6 test (CAVE_SPLIT says which and why).
+- `cave7`: the first CAVE protocol (7 scenes: 5 train, 2 test), kept reproducible for the record.
 
-Validation (checkpoint selection) never touches the test split: it is a strip held out of the
-training region (the last columns for paris/pavia, the bottom rows of each training scene for cave).
+Validation (checkpoint selection) never touches the test split. On cave it is whole scenes of their
+own; on paris/pavia/cave7 it is a strip held out of the training region (the last columns, or the
+bottom rows of each training scene), which measures fit more than generalisation.
 """
 
 from __future__ import annotations
@@ -51,10 +54,25 @@ class ProtocolData:
         return self.train[0].hsi.shape[2]
 
 
-CAVE_SCENES = ["balloons", "chart_and_stuffed_toy", "egyptian_statue", "flowers", "oil_painting",
-               "real_and_fake_apples", "superballs"]
-CAVE_TEST = ["real_and_fake_apples", "superballs"]
-CAVE_VAL_ROWS = 64
+CAVE7_SCENES = ["balloons", "chart_and_stuffed_toy", "egyptian_statue", "flowers", "oil_painting",
+                "real_and_fake_apples", "superballs"]
+CAVE7_TEST = ["real_and_fake_apples", "superballs"]
+CAVE7_VAL_ROWS = 64
+
+# Protocol `cave`: whole scenes, never mixed. The 7 scenes of cave/ are 512x512, the 20 of
+# cave_extra/ 256x256 (2x2-binned). Test: the two cave7 test scenes, and four chosen for variety --
+# face (human skin, low chroma), glass_tiles (transmissive and specular coloured glass),
+# fake_and_real_strawberries (metamers: plastic and real fruit of one colour, the hard case for
+# RGB -> spectrum) and cloth (dyed textiles, fine texture). Validation: one scene at each scale and a
+# metamer scene -- oil_painting (pigments, 512), fake_and_real_lemons, pompoms (saturated dyes).
+CAVE_SPLIT = {
+    "train": ["balloons", "chart_and_stuffed_toy", "egyptian_statue", "flowers",  # 512x512
+              "beads", "cd", "clay", "fake_and_real_beers", "fake_and_real_food", "fake_and_real_lemon_slices",
+              "fake_and_real_sushi", "fake_and_real_tomatoes", "hairs", "paints", "photo_and_face",
+              "real_and_fake_peppers", "sponges", "thread_spools"],
+    "val": ["oil_painting", "fake_and_real_lemons", "pompoms"],
+    "test": ["real_and_fake_apples", "superballs", "face", "glass_tiles", "fake_and_real_strawberries", "cloth"],
+}
 
 
 def shared_data_dir() -> Path:
@@ -106,25 +124,65 @@ def load_pavia(root: Path) -> ProtocolData:
     return ProtocolData("pavia", train, val, test, wavelengths, "D_103", srf.band_names)
 
 
-def load_cave(root: Path, scenes: list[str] | None = None) -> ProtocolData:
+def _cave_cube(root: Path, scene: str):
+    """A CAVE scene from cave/ (512x512) or cave_extra/ (2x2-binned to 256x256), whichever has it."""
+    for folder in ("cave", "cave_extra"):
+        if (root / folder / f"{scene}_ms").is_dir():
+            return read_cave_scene(root / folder / f"{scene}_ms")
+    raise DataError(f"dataset not found: CAVE scene {scene!r} in {root / 'cave'} or {root / 'cave_extra'} "
+                    f"(set SSRAN_DATA to the folder holding the data sets)")
+
+
+def bin2x2(cube: np.ndarray) -> np.ndarray:
+    """Mean over 2x2 pixel blocks: what cave_extra/ did to its scenes (a camera with 2x larger pixels)."""
+    h, w = cube.shape[0] // 2 * 2, cube.shape[1] // 2 * 2
+    return cube[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+
+
+def load_cave(root: Path, train_resolution: str = "native") -> ProtocolData:
+    """Protocol `cave`: 27 CAVE scenes split by scene (see CAVE_SPLIT). `train_resolution` "binned"
+    bins the 512x512 training and validation scenes 2x2, so every scene a patch is cut from has
+    cave_extra's scale; "native" keeps both scales. Test scenes are always at their stored scale."""
+    if train_resolution not in ("native", "binned"):
+        raise DataError(f"unknown train resolution {train_resolution!r} (native or binned)")
+    srf = load_srf("nikon_d700")
+    splits: dict[str, list[Pair]] = {"train": [], "val": [], "test": []}
+    matrix = None
+    for split, scenes in CAVE_SPLIT.items():
+        for scene in scenes:
+            cube = _cave_cube(root, scene)
+            matrix = srf.matrix_for(cube.wavelengths, cube.bands) if matrix is None else matrix
+            hsi = cube.data
+            if split != "test" and train_resolution == "binned" and hsi.shape[0] > 256:
+                hsi = bin2x2(hsi)
+            splits[split].append(Pair(simulate_msi(hsi, matrix), hsi, scene))
+    from ssran_edge.data.readers import CAVE_WAVELENGTHS
+
+    return ProtocolData("cave", splits["train"], splits["val"], splits["test"], CAVE_WAVELENGTHS.tolist(),
+                        "nikon_d700", srf.band_names)
+
+
+def load_cave7(root: Path, scenes: list[str] | None = None) -> ProtocolData:
+    """The first CAVE protocol, kept for the record: the 7 full-resolution scenes, 5 to train on
+    (rows 0:448; rows 448:512 of the same scenes for validation), 2 to test."""
     folder = _require(root / "cave")
     srf = load_srf("nikon_d700")
     train, val, test = [], [], []
     matrix = None
-    for scene in scenes or CAVE_SCENES:
+    for scene in scenes or CAVE7_SCENES:
         cube = read_cave_scene(_require(folder / f"{scene}_ms"))
         if matrix is None:
             matrix = srf.matrix_for(cube.wavelengths, cube.bands)
         msi = simulate_msi(cube.data, matrix)
-        if scene in CAVE_TEST:
+        if scene in CAVE7_TEST:
             test.append(Pair(msi, cube.data, scene))
         else:
-            cut = cube.data.shape[0] - CAVE_VAL_ROWS
+            cut = cube.data.shape[0] - CAVE7_VAL_ROWS
             train.append(Pair(msi[:cut], cube.data[:cut], f"{scene}[:{cut}]"))
             val.append(Pair(msi[cut:], cube.data[cut:], f"{scene}[{cut}:]"))
     from ssran_edge.data.readers import CAVE_WAVELENGTHS
 
-    return ProtocolData("cave", train, val, test, CAVE_WAVELENGTHS.tolist(), "nikon_d700", srf.band_names)
+    return ProtocolData("cave7", train, val, test, CAVE_WAVELENGTHS.tolist(), "nikon_d700", srf.band_names)
 
 
 def load_files(train_files: list[str], test_files: list[str], srf: str, variable: str | None = None,
@@ -158,21 +216,26 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
     return ProtocolData("files", train, val, test, wavelengths, srf, sensor.band_names)
 
 
-PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave}
+PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave, "cave7": load_cave7}
 
 
 def protocol_of_card(card: dict, root: str | Path | None = None, name: str | None = None) -> ProtocolData:
     """The data a model was trained and tested on, from its model card (named or "files")."""
     training = card.get("training", {})
-    files = {k: training.get(k) for k in ("train_files", "test_files", "srf", "variable")}
+    files = {k: training.get(k) for k in ("train_files", "test_files", "srf", "variable", "train_resolution")}
     return load_protocol(name or card.get("protocol", ""), root, **files)
 
 
-def load_protocol(name: str, root: str | Path | None = None, **files) -> ProtocolData:
-    """A named protocol, or "files" with train_files / test_files / srf (/ variable) given."""
+def load_protocol(name: str, root: str | Path | None = None, train_resolution: str | None = None,
+                  **files) -> ProtocolData:
+    """A named protocol, or "files" with train_files / test_files / srf (/ variable) given.
+    `train_resolution` (cave only): native or binned, see load_cave."""
     if name == "files":
         return load_files(files.get("train_files") or [], files.get("test_files") or [],
                           files.get("srf") or "", files.get("variable"))
     if name not in PROTOCOLS:
         raise DataError(f"unknown protocol {name!r}; choose one of {', '.join([*PROTOCOLS, 'files'])}")
-    return PROTOCOLS[name](Path(root) if root else shared_data_dir())
+    root = Path(root) if root else shared_data_dir()
+    if name == "cave":
+        return load_cave(root, train_resolution or "native")
+    return PROTOCOLS[name](root)

@@ -1,0 +1,40 @@
+"""The cave protocols on the real CAVE scenes: splits by whole scene, both scales, cave7 as before."""
+
+import numpy as np
+import pytest
+
+from ssran_edge.data.protocols import CAVE_SPLIT, bin2x2, load_protocol
+
+pytestmark = pytest.mark.shared_data
+
+
+def test_cave_splits_whole_scenes_never_mixed(shared_data):
+    data = load_protocol("cave", shared_data)
+    names = {split: [p.name for p in getattr(data, split)] for split in ("train", "val", "test")}
+    assert len(names["train"]) >= 18 and len(names["val"]) >= 3 and len(names["test"]) >= 6
+    assert {"real_and_fake_apples", "superballs"} <= set(names["test"])
+    everything = names["train"] + names["val"] + names["test"]
+    assert len(everything) == len(set(everything)) == 27  # disjoint, and all the visible scenes
+    assert names == {k: CAVE_SPLIT[k] for k in names}
+    sizes = {p.name: p.hsi.shape[:2] for p in data.train + data.test}
+    assert sizes["balloons"] == (512, 512) and sizes["beads"] == (256, 256)  # both scales, native
+    assert sizes["superballs"] == (512, 512)
+    for pair in data.train + data.val + data.test:
+        assert pair.msi.shape[:2] == pair.hsi.shape[:2] and pair.msi.shape[2] == 3 and pair.hsi.shape[2] == 31
+
+
+def test_binned_training_scenes_all_have_the_extra_scenes_scale(shared_data):
+    native = load_protocol("cave", shared_data)
+    binned = load_protocol("cave", shared_data, train_resolution="binned")
+    assert {p.hsi.shape[:2] for p in binned.train + binned.val} == {(256, 256)}
+    assert [p.hsi.shape for p in binned.test] == [p.hsi.shape for p in native.test]  # test keeps its scale
+    np.testing.assert_allclose(binned.train[0].hsi, bin2x2(native.train[0].hsi))
+    # binning is a mean: a binned MSI is the MSI of the binned cube (the camera model is linear)
+    np.testing.assert_allclose(binned.train[0].msi, bin2x2(native.train[0].msi), atol=1e-6)
+
+
+def test_cave7_is_the_first_protocol(shared_data):
+    data = load_protocol("cave7", shared_data)
+    assert data.name == "cave7"
+    assert [p.name for p in data.test] == ["real_and_fake_apples", "superballs"]
+    assert [p.hsi.shape[0] for p in data.train] == [448] * 5 and [p.hsi.shape[0] for p in data.val] == [64] * 5
