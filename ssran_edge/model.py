@@ -104,11 +104,56 @@ class LinearSkipSSRAN(nn.Module):
             self.linear.weight.copy_(weight.reshape(self.out_bands, self.in_bands, 1, 1))
             self.linear.bias.copy_(bias)
 
+    def skip(self, msi: torch.Tensor) -> torch.Tensor:
+        return self.linear(msi)
+
     def forward(self, msi: torch.Tensor) -> torch.Tensor:
-        return self.ssran(msi) + self.linear(msi)
+        return self.ssran(msi) + self.skip(msi)
 
 
-ARCHITECTURES = {"ssran": SSRAN, "ssran_linear_skip": LinearSkipSSRAN}
+class RootPolySkipSSRAN(nn.Module):
+    """Variant (not in the paper): SSRAN plus a per-pixel root-polynomial MSI -> HSI map of order 3.
+
+    The skip is the `rootpoly3` baseline (`ssran_edge.baseline`) as layers: the root-polynomial terms
+    exp(A . log(max(msi, eps))) with fixed exponents A (a 1x1 conv on the log), then a trainable 1x1
+    conv initialised from the least-squares fit; SSRAN's reconstruction starts at zero. So training
+    starts at the strongest simple method, and SSRAN learns what it gets wrong. Log, Conv and Exp
+    export to every ONNX runtime.
+    """
+
+    def __init__(self, in_bands: int, out_bands: int, width: int = 64, num_blocks: int = 3,
+                 eca_kernel: int = 5, order: int = 3):
+        super().__init__()
+        from ssran_edge.baseline import root_polynomial_exponents
+
+        self.in_bands, self.out_bands = in_bands, out_bands
+        self.ssran = SSRAN(in_bands, out_bands, width, num_blocks, eca_kernel)
+        exponents = torch.from_numpy(root_polynomial_exponents(in_bands, order)).float()
+        self.register_buffer("exponents", exponents[:, :, None, None])  # (terms, in_bands, 1, 1), fixed
+        self.linear = nn.Conv2d(len(exponents), out_bands, 1)
+        nn.init.zeros_(self.ssran.reconstruct.weight)
+
+    def terms(self, msi: torch.Tensor) -> torch.Tensor:
+        from ssran_edge.baseline import EPS
+
+        return torch.exp(nn.functional.conv2d(torch.log(msi.clamp_min(EPS)), self.exponents))
+
+    def init_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set the skip from a least-squares fit: weight (out_bands, terms), bias (out_bands,)."""
+        with torch.no_grad():
+            self.linear.weight.copy_(weight.reshape(self.linear.weight.shape))
+            self.linear.bias.copy_(bias)
+
+    def skip(self, msi: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.terms(msi))
+
+    def forward(self, msi: torch.Tensor) -> torch.Tensor:
+        return self.ssran(msi) + self.skip(msi)
+
+
+ARCHITECTURES = {"ssran": SSRAN, "ssran_linear_skip": LinearSkipSSRAN, "ssran_rootpoly_skip": RootPolySkipSSRAN}
+# The least-squares baseline each skip variant starts from (ssran_edge.baseline kinds).
+SKIP_BASELINE = {"ssran_linear_skip": "linear", "ssran_rootpoly_skip": "rootpoly3"}
 
 
 def build_model(arch: str, in_bands: int, out_bands: int, **kwargs) -> nn.Module:

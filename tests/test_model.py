@@ -70,6 +70,22 @@ def test_linear_skip_variant_starts_at_the_linear_map():
         assert torch.allclose(model(x), expected, atol=1e-5)
 
 
+def test_root_polynomial_skip_starts_at_the_fitted_baseline():
+    from ssran_edge.baseline import fit_baseline
+    from ssran_edge.model import RootPolySkipSSRAN
+
+    rng = np.random.default_rng(0)
+    msi = rng.uniform(0, 1, (12, 12, 3)).astype(np.float32)
+    hsi = rng.uniform(0, 1, (12, 12, 5)).astype(np.float32)
+    baseline = fit_baseline("rootpoly3", [msi], [hsi])
+    model = RootPolySkipSSRAN(3, 5).eval()
+    model.init_linear(torch.from_numpy(baseline.weight.T.copy()), torch.from_numpy(baseline.bias))
+    with torch.no_grad():
+        out = model(torch.from_numpy(msi.transpose(2, 0, 1)[None].copy()))[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(out, baseline.predict(msi), atol=1e-4)
+    assert not any(name == "exponents" for name, _ in model.named_parameters())  # fixed, not trained
+
+
 def test_build_model_rejects_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("resnet", 3, 31)
