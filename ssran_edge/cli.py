@@ -7,7 +7,8 @@
   ssran-edge export --fp16 ...        the same as `python -m export ...`
   ssran-edge run camera_stream        stream frames through the model (see ssran-edge run --help)
   ssran-edge bench [--smoke]          latency x accuracy of every backend and precision (benchmarks/report.py)
-  ssran-edge evaluate --model M       test-split report for a model on its protocol
+  ssran-edge evaluate --model M       test-split report for a model on its protocol, beside the simple
+                                      baselines (linear, root-polynomial 2 and 3) fitted on its training data
   ssran-edge info [MODEL]             the model card
 Expected bad input ends with one line on stderr and exit code 2, never a traceback.
 """
@@ -89,11 +90,13 @@ def cmd_info(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ssran_edge.data.protocols import protocol_of_card
-    from train.report import MD_HEADER, evaluate, markdown_rows
+    from train.report import MD_HEADER, evaluate, markdown_rows, per_scene_table, robustness_table, verdict
 
     path, _, card = _load(args.model)
-    report = evaluate(path, protocol_of_card(card, args.data_root, args.protocol), args.device)
-    print("\n".join([*MD_HEADER, *markdown_rows(report)]))
+    report = evaluate(path, protocol_of_card(card, args.data_root, args.protocol), args.device,
+                      robustness=args.robustness)
+    print("\n".join([*MD_HEADER, *markdown_rows(report), "", *per_scene_table(report), "",
+                      *robustness_table(report), "", verdict(report)]).replace("\n\n\n", "\n\n"))
     return 0
 
 
@@ -131,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("evaluate", help="test-split metrics of a model (needs the data sets)")
     p.add_argument("--model")
-    p.add_argument("--protocol", choices=["paris", "pavia", "cave"])
+    p.add_argument("--protocol", choices=["paris", "pavia", "cave", "cave7"],
+                   help="the test split to use (default: the one the model card names)")
+    p.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True,
+                   help="also exposure x0.5/x2 and MSI noise (sigma 0.005, 0.01)")
     p.add_argument("--data-root")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)

@@ -54,6 +54,53 @@ def test_augmentation_keeps_msi_and_hsi_aligned():
     np.testing.assert_array_equal(msi, hsi[:, :2])
 
 
+def test_exposure_scales_msi_and_hsi_together_and_noise_touches_the_msi_only():
+    from ssran_edge.data.patches import photometric
+
+    rng = np.random.default_rng(0)
+    msi0 = rng.uniform(0.1, 1, (64, 3, 4, 4)).astype(np.float32)
+    hsi0 = rng.uniform(0.1, 1, (64, 5, 4, 4)).astype(np.float32)
+    msi, hsi = photometric(msi0.copy(), hsi0.copy(), np.random.default_rng(1), exposure=[0.25, 2])
+    factors = hsi[:, 0, 0, 0] / hsi0[:, 0, 0, 0]
+    np.testing.assert_allclose(msi / msi0, np.broadcast_to(factors[:, None, None, None], msi.shape), rtol=1e-5)
+    np.testing.assert_allclose(hsi / hsi0, np.broadcast_to(factors[:, None, None, None], hsi.shape), rtol=1e-5)
+    assert 0.25 <= factors.min() < 0.5 and 1.0 < factors.max() <= 2  # log-uniform over the range
+    msi, hsi = photometric(msi0.copy(), hsi0.copy(), np.random.default_rng(1), noise_read=0.01, noise_shot=0.001)
+    np.testing.assert_array_equal(hsi, hsi0)
+    assert 0 < np.abs(msi - msi0).std() < 0.02
+
+
+def test_ema_with_warmup_forgets_the_init_quickly():
+    from train.loop import ema_with_warmup
+
+    update = ema_with_warmup(0.999)
+    averaged, current = [torch.zeros(1)], [torch.ones(1)]
+    update(averaged, current, 0)  # decay 1/10: 90 % of the new weights at once
+    assert averaged[0].item() == pytest.approx(0.9)
+    for n in range(1, 200):
+        update(averaged, current, n)
+    assert averaged[0].item() > 0.999
+    averaged = [torch.zeros(1)]
+    update(averaged, current, 100_000)  # fully warmed up: the configured decay
+    assert averaged[0].item() == pytest.approx(0.001)
+
+
+def test_root_polynomial_skip_stays_the_least_squares_fit_and_ema_weights_are_saved(pavia, tmp_path):
+    from ssran_edge.baseline import fit_baseline
+
+    config = make_config("pavia", "edge", output=str(tmp_path / "rp"), arch="ssran_rootpoly_skip", train_skip=False,
+                         ema=0.99, loss="mrae", exposure=[0.5, 2], noise_read=0.01, **TINY)
+    best = train(config, data=pavia)
+    model, card = load_model(best)
+    fitted = fit_baseline("rootpoly3", [p.msi for p in pavia.train], [p.hsi for p in pavia.train])
+    np.testing.assert_allclose(model.linear.weight.detach().numpy()[:, :, 0, 0], fitted.weight.T, rtol=1e-6)
+    state = torch.load(tmp_path / "rp" / "checkpoint.pt", weights_only=True)
+    assert "ema" in state and card["training"]["ema"] == 0.99
+    # the saved best weights are the average, not the raw weights of that epoch
+    raw = state["model"]["ssran.reconstruct.weight"]
+    assert not torch.equal(model.ssran.reconstruct.weight.detach(), raw)
+
+
 def test_train_resume_and_report(pavia, tmp_path):
     config = make_config("pavia", "edge", output=str(tmp_path / "run"), **TINY)
     best = train(config, data=pavia)
@@ -74,10 +121,16 @@ def test_train_resume_and_report(pavia, tmp_path):
 
     report = write_report(best, pavia)
     metrics = report["metrics"]
-    assert set(metrics) == {"ssran_tile", "ssran_whole", "ssran_patch4", "linear"}
+    assert set(metrics) == {"ssran_tile", "ssran_whole", "ssran_patch4", "linear", "rootpoly2", "rootpoly3"}
     assert metrics["linear"]["psnr"] > 30  # the floor on this crop is ~39 dB
+    assert set(report["per_scene"]["rootpoly3"]) == {p.name for p in pavia.test}
+    assert set(report["robustness"]["ssran_tile"]) == {"exposure x0.5", "exposure x2", "noise sigma 0.005",
+                                                        "noise sigma 0.01"}
+    # noise can only hurt the root-polynomial fit on average; exposure x2 is a different scene, any number
+    assert report["robustness"]["rootpoly3"]["noise sigma 0.01"]["psnr"] < metrics["rootpoly3"]["psnr"]
     assert json.loads((run / "report.json").read_text())["protocol"] == "pavia"
-    assert "| pavia |" in (run / "report.md").read_text()
+    text = (run / "report.md").read_text()
+    assert "| pavia |" in text and "| **mean** |" in text and "| exposure x0.5 |" in text
     _, card = load_model(best)
     assert card["test_metrics"]["linear"]["psnr"] == pytest.approx(metrics["linear"]["psnr"])
 

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     p = OneLineParser(prog="python -m train", description=__doc__,
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave", "files"],
+    p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave", "cave7", "files"],
                    help="a named protocol, or files: your own cubes (--train-files, --test-files, --srf)")
     p.add_argument("--train-files", nargs="+", help="hyperspectral cubes to train on (protocol files)")
     p.add_argument("--test-files", nargs="+", help="hyperspectral cubes to test on (protocol files)")
@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variable", help="variable name inside .mat/.npz cubes (protocol files)")
     p.add_argument("--recipe", default="paper", choices=sorted(RECIPES),
                    help="paper: the authors' settings; edge: the recipe of the shipped weights")
-    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip"],
-                   help="faithful SSRAN, or SSRAN + a least-squares linear skip")
+    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip", "ssran_rootpoly_skip"],
+                   help="faithful SSRAN, or SSRAN + a least-squares linear / root-polynomial skip")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=float)
@@ -35,10 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-gamma", type=float)
     p.add_argument("--optimizer", choices=["adam", "sgd"])
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW) when > 0")
-    p.add_argument("--loss", choices=["l2", "l1"])
+    p.add_argument("--loss", choices=["l2", "l1", "mrae"])
     p.add_argument("--patch-size", type=positive_int)
     p.add_argument("--patches-per-epoch", type=non_negative_int, help="0 = every stride-1 patch")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="flips and rotations")
+    p.add_argument("--exposure", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="scale MSI and HSI together by a log-uniform factor in [LO, HI]")
+    p.add_argument("--noise-read", type=float, help="max read-noise sigma added to the MSI (a random level per patch)")
+    p.add_argument("--noise-shot", type=float, help="max shot-noise gain (variance = gain * signal)")
+    p.add_argument("--ema", type=float, help="decay of a moving average of the weights (e.g. 0.999; 0 = off)")
+    p.add_argument("--train-skip", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip variants: train the skip's weights, or keep the least-squares fit")
+    p.add_argument("--train-resolution", choices=["native", "binned"],
+                   help="cave: train on both scales (native) or bin the 512x512 scenes to 256 (binned)")
     p.add_argument("--select-mode", choices=["tile", "patch"], help="inference mode for best-on-validation")
     p.add_argument("--tile", type=positive_int)
     p.add_argument("--width", type=positive_int)

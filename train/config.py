@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass
 class TrainConfig:
     protocol: str = "cave"
-    arch: str = "ssran"  # or ssran_linear_skip
+    arch: str = "ssran"  # or ssran_linear_skip, ssran_rootpoly_skip
     recipe: str = "paper"
     # The paper's hyper-parameters (SSRAN.py): 4x4 patches at stride 1, batch 100, lr 0.01 x0.1 every
     # 50 epochs, L2 loss, 200 epochs. The optimizer is not published; see README for why Adam.
@@ -20,10 +20,20 @@ class TrainConfig:
     lr_gamma: float = 0.1
     optimizer: str = "adam"
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
-    loss: str = "l2"  # l2 (the paper) or l1
+    loss: str = "l2"  # l2 (the paper), l1, or mrae (relative error, guarded near zero)
     patch_size: int = 4
     patches_per_epoch: int = 0  # 0 = every stride-1 patch each epoch
-    augment: bool = False
+    augment: bool = False  # flips and 90-degree rotations
+    # Photometric augmentation, per patch. Exposure: MSI and HSI scaled together by a factor drawn
+    # log-uniformly from [lo, hi] (the camera model is linear). Noise on the MSI only: Gaussian with
+    # variance (u * noise_read)^2 + u * noise_shot * msi, u ~ U(0, 1) per patch.
+    exposure: list[float] = field(default_factory=list)
+    noise_read: float = 0.0
+    noise_shot: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); validation,
+    #                   the best weights and the report use the average
+    train_skip: bool = True  # skip variants: train the skip's weights too (False: keep the least-squares fit)
+    train_resolution: str = "native"  # cave: native (512 and 256 scenes) or binned (all at 256 scale)
     select_mode: str = "patch"  # inference mode the best-on-validation checkpoint is chosen in
     tile: int = 256
     width: int = 64
@@ -43,7 +53,7 @@ class TrainConfig:
 
     def data_kwargs(self) -> dict:
         return {"train_files": self.train_files, "test_files": self.test_files, "srf": self.srf,
-                "variable": self.variable or None}
+                "variable": self.variable or None, "train_resolution": self.train_resolution}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,13 +13,13 @@ import torch
 from tqdm import tqdm
 
 from ssran_edge import __version__
-from ssran_edge.baseline import LinearBaseline
+from ssran_edge.baseline import fit_baseline
 from ssran_edge.checkpoint import load_training_state, save_model, save_training_state, write_json
-from ssran_edge.data.patches import gather_patches, patch_origins
+from ssran_edge.data.patches import gather_patches, patch_origins, photometric
 from ssran_edge.data.protocols import ProtocolData, load_protocol
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
-from ssran_edge.model import LinearSkipSSRAN, build_model, count_parameters
+from ssran_edge.model import SKIP_BASELINE, build_model, count_parameters
 from ssran_edge.tiling import predict
 from train.config import TrainConfig
 
@@ -47,6 +47,30 @@ def _lr_at(config: TrainConfig, epoch: int) -> float:
     if config.schedule == "step":
         return config.lr * config.lr_gamma ** (epoch // config.lr_step)
     raise ValueError(f"unknown schedule {config.schedule!r} (step or cosine)")
+
+
+def ema_with_warmup(decay: float):
+    """An EMA update for torch's AveragedModel whose decay ramps up as min(decay, (1 + n) / (10 + n)),
+    n = updates so far: a plain 0.999 average would remember the random init for thousands of steps."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = float(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
+def make_loss(name: str):
+    """l2 (the paper's), l1, or mrae: mean |pred - ref| / (ref + guard). The guard (1e-3 of full scale)
+    keeps dark reference pixels, common in CAVE's black backgrounds, from dominating the mean."""
+    if name == "l2":
+        return torch.nn.MSELoss()
+    if name == "l1":
+        return torch.nn.L1Loss()
+    if name == "mrae":
+        return lambda pred, ref: ((pred - ref).abs() / (ref.abs() + 1e-3)).mean()
+    raise ValueError(f"unknown loss {name!r} (l2, l1 or mrae)")
 
 
 def default_output(config: TrainConfig) -> str:
@@ -85,24 +109,35 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
                                  f"{start_card['out_bands']} model cannot start a {config.arch} "
                                  f"{data.in_bands} -> {data.out_bands} run")
         model.load_state_dict(start.state_dict())
-    elif isinstance(model, LinearSkipSSRAN):
-        floor = LinearBaseline.fit([p.msi for p in data.train], [p.hsi for p in data.train])
+    elif config.arch in SKIP_BASELINE:  # the skip starts at the baseline fitted on the training pixels
+        floor = fit_baseline(SKIP_BASELINE[config.arch], [p.msi for p in data.train], [p.hsi for p in data.train])
         model.init_linear(torch.from_numpy(floor.weight.T.copy()), torch.from_numpy(floor.bias))
+    if config.arch in SKIP_BASELINE and not config.train_skip:
+        # The skip stays the least-squares solution: Adam's per-weight steps of ~lr would random-walk a
+        # root-polynomial fit's large, cancelling coefficients (|w| ~ 200 on CAVE) off its optimum.
+        model.linear.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam" and config.weight_decay > 0:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     elif config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimizer = torch.optim.Adam(trainable, lr=config.lr)
     elif config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+        optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=0.9)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r} (adam or sgd)")
-    loss_fn = torch.nn.MSELoss() if config.loss == "l2" else torch.nn.L1Loss()
+    loss_fn = make_loss(config.loss)
+    # The moving average is what validation sees and what is saved as the best weights.
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True)
+           if config.ema > 0 else None)
+    evaluated = ema.module if ema is not None else model
 
     start_epoch, best_val, history = 0, -math.inf, []
     if resumed:
         state = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         start_epoch, best_val, history = int(state["epoch"]), float(state["best_val"]), list(state["history"])
         log.info("resumed %s at epoch %d (best validation PSNR %.2f dB)", state_file, start_epoch, best_val)
 
@@ -125,28 +160,37 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
             group["lr"] = _lr_at(config, epoch)
         chosen = origins[rng.permutation(len(origins))[:per_epoch]]
         model.train()
-        started, total_loss, seen = time.perf_counter(), 0.0, 0
+        started, total_loss, skip_loss, seen = time.perf_counter(), 0.0, 0.0, 0
         for i in range(0, per_epoch, config.batch_size):
             msi, hsi = gather_patches(data.train, chosen[i: i + config.batch_size], config.patch_size,
                                       rng if config.augment else None)
+            msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot)
             msi, hsi = torch.from_numpy(msi).to(config.device), torch.from_numpy(hsi).to(config.device)
             loss = loss_fn(model(msi), hsi)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total_loss += loss.item() * len(msi)
             seen += len(msi)
+            if hasattr(model, "skip"):  # the skip alone on the same patches: is SSRAN adding anything?
+                with torch.no_grad():
+                    skip_loss += loss_fn(model.skip(msi), hsi).item() * len(msi)
         seconds = time.perf_counter() - started
-        val = evaluate_psnr(model, data.val, config.select_mode, config)
+        val = evaluate_psnr(evaluated, data.val, config.select_mode, config)
+        val_seconds = time.perf_counter() - started - seconds
         if not math.isfinite(total_loss):
             raise SSRANEdgeError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr "
                                  f"and --resume, or start again")
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "val_psnr": val,
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": seconds})
+                        **({"skip_loss": skip_loss / seen} if hasattr(model, "skip") else {}),
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "val_seconds": val_seconds})
         if val > best_val:
             best_val = val
-            save_model(model, best_path, {**card, "best_epoch": epoch + 1, "val_psnr": val})
+            save_model(evaluated, best_path, {**card, "best_epoch": epoch + 1, "val_psnr": val})
         save_training_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         **({"ema": ema.state_dict()} if ema is not None else {}),
                                          "epoch": epoch + 1, "best_val": best_val, "history": history,
                                          "config": config.to_dict()})
         write_json(out / "history.json", history)

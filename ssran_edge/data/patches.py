@@ -38,3 +38,21 @@ def gather_patches(pairs: list[Pair], origins: np.ndarray, size: int, rng: np.ra
         msi[k] = m.transpose(2, 0, 1)
         hsi[k] = h.transpose(2, 0, 1)
     return msi, hsi
+
+
+def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, exposure: list[float] | None = None,
+                noise_read: float = 0.0, noise_shot: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Exposure and sensor-noise augmentation of NCHW patches, in place. Exposure scales MSI and HSI
+    together by a log-uniform factor from [lo, hi]; noise (read + shot, a random level per patch) is
+    added to the MSI only, since the spectrum to recover is the noise-free one."""
+    n = len(msi)
+    if exposure:
+        lo, hi = exposure
+        scale = np.exp(rng.uniform(np.log(lo), np.log(hi), n)).astype(np.float32)[:, None, None, None]
+        msi *= scale
+        hsi *= scale
+    if noise_read > 0 or noise_shot > 0:
+        level = rng.uniform(0, 1, n).astype(np.float32)[:, None, None, None]
+        variance = (level * noise_read) ** 2 + level * noise_shot * np.maximum(msi, 0)
+        msi += np.sqrt(variance) * rng.standard_normal(msi.shape, dtype=np.float32)
+    return msi, hsi
