@@ -183,3 +183,35 @@ def test_int8_cpu_graph_runs_residual_adds_in_nhwc_with_identical_outputs(export
     plain, nhwc = (ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"]).run(None, {"msi": x})[0]
                    for f in ("model_int8.onnx", "model_int8_cpu.onnx"))
     np.testing.assert_array_equal(plain, nhwc)
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+def test_fp16_keeps_a_root_polynomial_skip_in_fp32(tmp_path, keep_io_types):
+    """The skip's least-squares coefficients are large and cancel; rounded to fp16 they cost dB. The
+    converted graph computes the skip (everything before the first ReLU) in fp32 and stays within fp16
+    rounding of the fp32 graph, with the model's own input and output names."""
+    import torch
+
+    from export import onnx_export as ox
+    from ssran_edge.baseline import fit_baseline
+    from ssran_edge.model import RootPolySkipSSRAN
+
+    rng = np.random.default_rng(0)
+    msi = rng.uniform(0.05, 1, (16, 16, 3)).astype(np.float32)
+    hsi = np.concatenate([msi, np.sqrt(msi[..., :2] * msi[..., 1:]), msi ** 2], axis=-1)  # root-poly-ish target
+    fitted = fit_baseline("rootpoly3", [msi], [hsi])
+    model = RootPolySkipSSRAN(3, hsi.shape[-1], width=8, num_blocks=1).eval()
+    model.init_linear(torch.from_numpy(fitted.weight.T.copy()) * 300, torch.from_numpy(fitted.bias))  # CAVE-size
+    proto = ox.export_fp32(model, imgsz=16)
+    fp16 = ox.convert_fp16(onnx.load_from_string(proto.SerializeToString()), keep_io_types=keep_io_types)
+    onnx.checker.check_model(fp16, full_check=True)
+    assert [i.name for i in fp16.graph.input] == [ox.INPUT] and [o.name for o in fp16.graph.output] == [ox.OUTPUT]
+    skip = set(ox.skip_nodes(proto))
+    assert skip and any(n.op_type == "Relu" for n in fp16.graph.node)
+    kept = {n.name for n in fp16.graph.node if n.name in skip}
+    assert kept == skip  # every skip node survives under its name (not replaced by an fp16 copy)
+    batch = msi.transpose(2, 0, 1)[None]
+    ref = ox.ort_infer(ox.ort_session(ox.save_onnx(proto, tmp_path / "fp32.onnx")))(batch)
+    out = ox.ort_infer(ox.ort_session(ox.save_onnx(fp16, tmp_path / "fp16.onnx")))(batch)
+    # the skip alone spans ~300x the target; fp16 everywhere would be off by ~0.1 * 300 / 2048 per value
+    assert np.abs(out - ref).max() < 5e-3 * np.abs(ref).max()
