@@ -8,7 +8,8 @@ writing one frame overlap the next frame's inference.
 - stop() (SIGINT/SIGTERM in the CLI) stops reading; frames already read are finished and written,
   so every frame that was read is whole on disk. A source that fails (a camera gone after its
   retries, an unreadable file) ends the stream the same way, then its error is raised.
-- Each stage's latency is recorded; summary() gives p50/p95, fps, Mpx/s and the share of wall time
+- Each stage's latency is recorded (running totals, percentiles over the recent frames: bounded
+  however long the stream runs); summary() gives p50/p95, fps, Mpx/s and the share of wall time
   spent outside the runner (tiling, I/O, stitching).
 """
 
@@ -18,12 +19,12 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from cpp_free_runtime.frames import Sink, Source
 from cpp_free_runtime.runners import Runner
+from cpp_free_runtime.stats import StreamStats
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
 from ssran_edge.metrics import psnr, sam
@@ -31,47 +32,6 @@ from ssran_edge.tiling import iter_tiles, stitch, tile_windows
 
 log = logging.getLogger("ssran_edge.runtime")
 _DONE = object()  # end-of-stream marker passed down the queues
-STAGES = ("read", "preprocess", "infer", "postprocess", "write")
-
-
-@dataclass
-class StreamStats:
-    frames: int = 0
-    dropped: int = 0
-    pixels: int = 0
-    seconds: float = 0.0
-    stage_seconds: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
-    runner_seconds: float = 0.0
-    quality: list[tuple[float, float]] = field(default_factory=list)  # (PSNR, SAM) per frame vs reference
-    written_at: list[float] = field(default_factory=list)  # perf_counter() as each frame is written
-    runner_per_frame: list[float] = field(default_factory=list)  # runner seconds spent on each frame
-
-    def steady_state(self) -> dict:
-        """Throughput once the pipeline is full: the median interval between successive writes (frames
-        2..n) against the runner's median time per frame over the same frames. Filling (the first
-        frame's read and checks), draining and one-off stalls are not per-frame overhead."""
-        if len(self.written_at) < 3:
-            return {}
-        interval = float(np.median(np.diff(self.written_at)))
-        runner = float(np.median(self.runner_per_frame[1:])) if len(self.runner_per_frame) > 1 else 0.0
-        return {"steady_fps": 1 / interval if interval else 0.0,
-                "steady_overhead_vs_runner": interval / runner - 1 if runner else None}
-
-    def summary(self) -> dict:
-        out = {"frames": self.frames, "dropped": self.dropped, "seconds": round(self.seconds, 3),
-               "fps": self.frames / self.seconds if self.seconds else 0.0,
-               "mpx_per_s": self.pixels / self.seconds / 1e6 if self.seconds else 0.0,
-               "runner_seconds": round(self.runner_seconds, 3),
-               "overhead_vs_runner": (self.seconds / self.runner_seconds - 1) if self.runner_seconds else None,
-               **self.steady_state()}
-        if self.quality:
-            out["psnr_vs_reference"] = float(np.mean([q[0] for q in self.quality]))
-            out["sam_vs_reference"] = float(np.mean([q[1] for q in self.quality]))
-        for stage, values in self.stage_seconds.items():
-            if values:
-                out[f"{stage}_ms_p50"] = float(np.percentile(values, 50) * 1e3)
-                out[f"{stage}_ms_p95"] = float(np.percentile(values, 95) * 1e3)
-        return out
 
 
 class StreamPipeline:
@@ -162,12 +122,12 @@ class StreamPipeline:
             if self._error is None:
                 try:
                     started = time.perf_counter()
-                    runner_before = sum(self.runner.inference_times)
+                    runner_before = self.runner.inference_seconds
                     windows = tile_windows(*frame.data.shape[:2], self.tile, self.halo)
                     for tiles in iter_tiles(self.runner.infer, frame.data, windows, self.batch):
                         self._put(q_out, (frame, tiles, False), may_drop=False)
                     self._put(q_out, (frame, [], True), may_drop=False)  # the frame's last batch is in
-                    spent = sum(self.runner.inference_times) - runner_before
+                    spent = self.runner.inference_seconds - runner_before
                     self.stats.runner_seconds += spent
                     self.stats.runner_per_frame.append(spent)
                     self.stats.stage_seconds["infer"].append(time.perf_counter() - started)
@@ -223,15 +183,17 @@ class StreamPipeline:
                         self.previews.preview(frame, cube)
                     self.stats.stage_seconds["write"].append(time.perf_counter() - started)
                     if self.reference is not None and self.reference.shape == cube.shape:
-                        self.stats.quality.append((psnr(self.reference, cube), sam(self.reference, cube)))
+                        self.stats.psnr.append(psnr(self.reference, cube))
+                        self.stats.sam.append(sam(self.reference, cube))
                     core = frame.core or (0, cube.shape[0], 0, cube.shape[1])
                     self._release_cube(cube)
                     self.stats.frames += 1
-                    self.stats.written_at.append(time.perf_counter())
+                    self.stats.written(time.perf_counter())
                     self.stats.pixels += (core[1] - core[0]) * (core[3] - core[2])
                     if self.progress is not None:
                         self.progress.update(1)
-                        self.progress.set_postfix(dropped=self.stats.dropped, fps=f"{self._fps():.2f}")
+                        # refresh=False: drawn at tqdm's own pace, not once a frame
+                        self.progress.set_postfix(dropped=self.stats.dropped, fps=f"{self._fps():.2f}", refresh=False)
                 except BaseException as exc:  # noqa: BLE001
                     self._fail(exc)
 

@@ -217,6 +217,20 @@ def test_steady_state_excludes_filling_the_pipeline(video, runner):
 
     stats = StreamPipeline(VideoSource(video), runner, ColdStartSink(1.0), tile=32, queue_size=8).run()
     summary = stats.summary()
-    assert stats.frames == 6 and len(stats.written_at) == 6 and len(stats.runner_per_frame) == 6
+    assert stats.frames == 6 and len(stats.write_intervals) == 5 and len(stats.runner_per_frame) == 6
     assert summary["steady_fps"] > summary["fps"] * 1.3
     assert summary["steady_overhead_vs_runner"] < summary["overhead_vs_runner"]
+
+
+def test_stage_window_keeps_totals_of_all_and_percentiles_of_the_recent():
+    from cpp_free_runtime.stats import Window
+
+    window = Window(size=100)
+    for value in range(1000):
+        window.append(float(value))
+    assert len(window) == 1000 and window.total == sum(range(1000)) and window.mean == pytest.approx(499.5)
+    assert len(window.recent) == 100 and window.percentile(50) == pytest.approx(949.5)  # the last 100 only
+    young = Window(size=100)
+    for value in (100.0, 1.0, 1.0, 1.0):
+        young.append(value)
+    assert young.percentile(100, skip_first=True) == 1.0 and young.percentile(100) == 100.0
