@@ -44,6 +44,7 @@ class Source:
     name: str = "source"
     bands: int | None = None  # known band count, if the source knows it before the first frame
     wavelengths: list[float] | None = None  # of the frames' bands, when known
+    single_frame: bool = False  # exactly one frame (a file): an output file name is used as given
 
     def open(self) -> None: ...
 

@@ -57,7 +57,8 @@ def run_command(args: argparse.Namespace) -> int:
     selection = select_runner(args.model, args.backend, args.device, args.threads)
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout)
-    sink = open_sink(args.output, large_scene=bool(args.window)) if args.output else None
+    sink = (open_sink(args.output, large_scene=bool(args.window), single_frame=source.single_frame)
+            if args.output else None)
     previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None
     halo = args.halo
     with selection.runner as runner, source:

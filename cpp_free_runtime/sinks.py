@@ -168,12 +168,14 @@ class _FileSink(_BaseSink):
     """Per-frame files for a stream; one memmapped file under a temp name for a large scene.
 
     `path` is a folder (frames as <folder>/frame_000001<ext>, a scene as <folder>/scene<ext>) or a file
-    name with the sink's extension (frames as <stem>_000001<ext> beside it, a scene as that file)."""
+    name with the sink's extension (frames as <stem>_000001<ext> beside it, a scene as that file; with
+    `single_frame`, the one frame of a single-frame source as that file too)."""
 
     ext = ""
 
-    def __init__(self, path: str | Path, *, large_scene: bool = False) -> None:
+    def __init__(self, path: str | Path, *, large_scene: bool = False, single_frame: bool = False) -> None:
         super().__init__(path, large_scene=large_scene)
+        self.single_frame = single_frame
         self.is_file_name = self.path.suffix.lower() in self.file_suffixes()
         self.folder = self.path.parent if self.is_file_name else self.path
         self._scene: np.memmap | None = None
@@ -183,6 +185,8 @@ class _FileSink(_BaseSink):
         return (self.ext,)
 
     def frame_path(self, index: int) -> Path:
+        if self.is_file_name and self.single_frame:
+            return self.path.with_suffix(self.ext)
         name = f"{self.path.stem}_{index:06d}" if self.is_file_name else f"frame_{index:06d}"
         return self.folder / f"{name}{self.ext}"
 
@@ -430,17 +434,18 @@ class ZarrSink(_BaseSink):
         self._group, self._arrays = None, {}
 
 
-def open_sink(spec: str | Path, *, large_scene: bool = False) -> Sink:
+def open_sink(spec: str | Path, *, large_scene: bool = False, single_frame: bool = False) -> Sink:
     """A sink for an output spec: *.zarr -> ZarrSink; *.hdr, *.img or a folder named envi / *_envi ->
-    EnviSink; *.npy or a folder (existing, or a name without a suffix) -> NpySink."""
+    EnviSink; *.npy or a folder (existing, or a name without a suffix) -> NpySink. `single_frame`: the
+    source has one frame, written to a file name exactly as given (not <stem>_000000)."""
     path = Path(spec)
     name, suffix = path.name.lower(), path.suffix.lower()
     if suffix == ".zarr":
         return ZarrSink(path, large_scene=large_scene)
     if suffix in (".hdr", ".img") or name == "envi" or name.endswith(("_envi", "-envi", ".envi")):
-        return EnviSink(path, large_scene=large_scene)
+        return EnviSink(path, large_scene=large_scene, single_frame=single_frame)
     if suffix == ".npy" or path.is_dir() or (suffix == "" and name):
-        return NpySink(path, large_scene=large_scene)
+        return NpySink(path, large_scene=large_scene, single_frame=single_frame)
     raise SinkError(f"{spec}: unknown output form; use one of: {'; '.join(FORMS)}")
 
 

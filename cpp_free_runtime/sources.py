@@ -374,6 +374,7 @@ class FileSource(Source):
     """A single MSI file (.npy, .npz, .mat, ENVI) as a one-frame stream, read whole via `read_cube`."""
 
     live = False
+    single_frame = True
 
     def __init__(self, path: str | Path, *, variable: str | None = None) -> None:
         self.path = Path(path)
@@ -520,6 +521,7 @@ class ReplaySource(Source):
             raise SourceError(f"replay: frames must be >= 1, got {frames}")
         self.cube_path = None if cube is None or str(cube) == "" else Path(cube)
         self.variable, self.frames = variable, int(frames)
+        self.single_frame = self.frames == 1
         try:
             self.srf: SRF = srf if isinstance(srf, SRF) else load_srf(srf or "nikon_d700")
         except SSRANEdgeError as exc:

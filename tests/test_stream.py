@@ -234,3 +234,18 @@ def test_stage_window_keeps_totals_of_all_and_percentiles_of_the_recent():
     for value in (100.0, 1.0, 1.0, 1.0):
         young.append(value)
     assert young.percentile(100, skip_first=True) == 1.0 and young.percentile(100) == 100.0
+
+
+@pytest.mark.parametrize("name", ["pred.npy", "pred.hdr"])
+def test_a_single_frame_source_writes_exactly_the_file_asked(tmp_path, name):
+    msi = rgb_frames(1, size=40)[0]
+    np.save(tmp_path / "scene.npy", msi)
+    result = run_cli(str(tmp_path / "scene.npy"), "--output", str(tmp_path / "out" / name), "--backend", "torch")
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == (["pred.npy"] if name.endswith(".npy") else ["pred.hdr", "pred.img"])
+    if name.endswith(".npy"):
+        assert np.load(tmp_path / "out" / name).shape == (40, 40, 31)
+    many = run_cli("replay:", "--frames", "2", "--output", str(tmp_path / "many" / "pred.npy"), "--backend", "torch")
+    assert many.returncode == 0, many.stderr
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["pred_000000.npy", "pred_000001.npy"]
