@@ -72,6 +72,19 @@ def global_average_pools(proto: onnx.ModelProto) -> onnx.ModelProto:
         keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
         if ranks.get(node.input[0]) == 4 and axes == [2, 3] and keepdims == 1:
             node.CopyFrom(helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name))
+    return drop_unused_initializers(proto)
+
+
+def drop_unused_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove initializers no node reads (the axes of a ReduceMean replaced above): ONNX Runtime warns
+    "Removing initializer ..." for each on every session it opens. In place."""
+    used = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
+    unused = [init for init in proto.graph.initializer if init.name not in used]
+    for init in unused:
+        proto.graph.initializer.remove(init)
+    graph_inputs = [i for i in proto.graph.input if i.name in {init.name for init in unused}]
+    for i in graph_inputs:
+        proto.graph.input.remove(i)
     return proto
 
 

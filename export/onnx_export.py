@@ -250,6 +250,8 @@ def ort_session(path: str | Path, providers: list[str] | None = None, threads: i
         raise ExportError(f"{path}: missing or empty ONNX file")
     load_proto(path)  # unreadable, or data outside its folder: our one line, before ONNX Runtime reads it
     options = ort.SessionOptions()
+    # ONNX Runtime's own warnings (e.g. about a foreign model's unused initializers) only with -v
+    options.log_severity_level = 2 if log.isEnabledFor(logging.DEBUG) else 3
     if threads:
         options.intra_op_num_threads = threads
     if not spinning:

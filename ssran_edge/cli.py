@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ssran_edge import __version__
 
     parser.add_argument("--version", action="version", version=f"ssran-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug messages and third-party warnings (anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="reconstruct a hyperspectral cube")
     p.add_argument("input", nargs="?", help="cube or MSI file/folder (default: the bundled demo scene)")
@@ -149,8 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+VERBOSE = ("-v", "--verbose")
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our messages at INFO. Third-party warnings (Python warnings, the exporters' chatter, ONNX
+    Runtime's session log) only with -v: at default verbosity stderr holds our lines alone."""
+    import warnings
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("ssran_edge").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        warnings.simplefilter("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    verbose = any(a in VERBOSE for a in argv)
+    argv = [a for a in argv if a not in VERBOSE]
+    configure_logging(verbose)
     if argv[:1] == ["train"]:
         from train.__main__ import main as train_main
 
@@ -164,10 +184,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    # Our messages at INFO; the exporters' chatter (onnxscript, onnx_ir) and torch.onnx notes stay quiet.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("ssran_edge").setLevel(logging.INFO)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except SSRANEdgeError as exc:

@@ -52,6 +52,14 @@ def test_artefacts_checked_and_carry_metadata(exported):
     assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O by default
 
 
+@pytest.mark.parametrize("name", ["model.onnx", "model_fp16.onnx", "model_int8.onnx"])
+def test_artefacts_carry_no_unused_initializer(exported, name):
+    """ONNX Runtime warns "Removing initializer ..." on every session for each unused one."""
+    graph = onnx.load(str(exported[0] / name)).graph
+    used = {i for node in graph.node for i in node.input}
+    assert [init.name for init in graph.initializer if init.name not in used] == []
+
+
 def test_dynamic_batch_height_width(exported):
     import onnxruntime as ort
 
@@ -215,3 +223,24 @@ def test_fp16_keeps_a_root_polynomial_skip_in_fp32(tmp_path, keep_io_types):
     out = ox.ort_infer(ox.ort_session(ox.save_onnx(fp16, tmp_path / "fp16.onnx")))(batch)
     # the skip alone spans ~300x the target; fp16 everywhere would be off by ~0.1 * 300 / 2048 per value
     assert np.abs(out - ref).max() < 5e-3 * np.abs(ref).max()
+
+
+def test_cli_shows_onnx_runtime_warnings_only_when_verbose(exported, tmp_path):
+    """A foreign ONNX with an unused initializer makes ONNX Runtime warn on every session: `ssran-edge
+    run` keeps stderr to its own lines unless -v."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported[0] / "model.onnx"))
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "left_over"))
+    onnx.save(model, str(tmp_path / "foreign.onnx"))
+    np.save(tmp_path / "msi.npy", np.random.default_rng(0).uniform(0, 1, (16, 16, 9)).astype(np.float32))
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "ssran_edge.cli", *extra, "run", str(tmp_path / "msi.npy"),
+                               "--model", str(tmp_path / "foreign.onnx"), "--output", str(tmp_path / "o.npy")],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    quiet, loud = run(), run("-v")
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "left_over" not in quiet.stderr and "left_over" in loud.stderr
+    assert np.load(tmp_path / "o.npy").shape == (16, 16, 128)
