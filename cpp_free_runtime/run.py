@@ -50,7 +50,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     from cpp_free_runtime.backends import select_runner
     from cpp_free_runtime.pipeline import StreamPipeline
-    from cpp_free_runtime.sinks import Preview, open_sink
+    from cpp_free_runtime.preview import Preview
+    from cpp_free_runtime.sinks import open_sink
     from cpp_free_runtime.sources import open_source
     from ssran_edge.checkpoint import write_json
 

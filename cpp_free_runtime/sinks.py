@@ -1,4 +1,4 @@
-"""Where output cubes go: .npy files, ENVI BSQ, a zarr v3 array, and PNG previews.
+"""Where output cubes go: .npy files, ENVI BSQ, a zarr v3 array (PNG previews: preview.py).
 
 Every sink follows the Sink contract in frames.py: `write` stores a whole frame or nothing, and a
 user-caused failure (unwritable folder, full disk, wrong band count, frame size change) is a
@@ -56,7 +56,7 @@ def _reason(exc: OSError) -> str:
 
 
 @contextmanager
-def _io(path: Path, doing: str = "cannot write") -> Iterator[None]:
+def io_errors(path: Path, doing: str = "cannot write") -> Iterator[None]:
     """OSError -> SinkError('<path>: <doing>: <reason>'), one line."""
     try:
         yield
@@ -65,7 +65,7 @@ def _io(path: Path, doing: str = "cannot write") -> Iterator[None]:
 
 
 def _ensure_folder(folder: Path) -> None:
-    with _io(folder, "cannot create output folder"):
+    with io_errors(folder, "cannot create output folder"):
         folder.mkdir(parents=True, exist_ok=True)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise SinkError(f"{folder}: output folder is not writable")
@@ -204,12 +204,12 @@ class _FileSink(_BaseSink):
         cube = self._check(frame, cube)
         if self._mode == "stream":
             dest = self.frame_path(frame.index)
-            with _io(dest):
+            with io_errors(dest):
                 self.write_frame(dest, cube)
             log.debug("%s: frame %d written", dest, frame.index)
         else:
             rect, core = self._window(frame, cube)
-            with _io(self.scene_path()):
+            with io_errors(self.scene_path()):
                 if self._scene is None:
                     self._scene_tmp = self.folder / f".{self.scene_data_path().name}.partial"
                     self._scene = self._new_scene(self._scene_tmp, *self._scene_shape)  # type: ignore[misc]
@@ -238,7 +238,7 @@ class _FileSink(_BaseSink):
         scene, tmp, final = self._scene, self._scene_tmp, self.scene_path()
         self._scene = None
         h, w = self._scene_shape  # type: ignore[misc]
-        with _io(final):
+        with io_errors(final):
             del scene  # unmap before the rename (pixels went in by pwrite)
             if not _all_covered(self._cores, h, w):
                 log.warning("%s: scene incomplete (%d windows written); partial data left in %s, nothing "
@@ -363,7 +363,7 @@ class ZarrSink(_BaseSink):
         _ensure_folder(self.path.parent)
         if (self.path / "zarr.json").is_file():
             log.warning("%s: replacing the existing zarr store", self.path)
-        with _io(self.path, "cannot create zarr store"):
+        with io_errors(self.path, "cannot create zarr store"):
             self._group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
         self._arrays = {}
 
@@ -382,7 +382,7 @@ class ZarrSink(_BaseSink):
         cube = self._check(frame, cube)
         if self._group is None:
             raise SinkError(f"{self.path}: zarr store not open")
-        with _io(self.path):
+        with io_errors(self.path):
             if self._mode == "stream":
                 self._write_row(frame, cube)
             else:
@@ -426,7 +426,7 @@ class ZarrSink(_BaseSink):
         hsi = self._arrays.get(ZARR_ARRAY)
         if self._mode == "windows" and hsi is not None:
             complete = _all_covered(self._cores, *self._scene_shape)  # type: ignore[misc]
-            with _io(self.path):
+            with io_errors(self.path):
                 hsi.attrs["scene_complete"] = complete
             if not complete:
                 log.warning("%s: scene incomplete (%d windows written); unwritten pixels are NaN",
@@ -447,76 +447,3 @@ def open_sink(spec: str | Path, *, large_scene: bool = False, single_frame: bool
     if suffix == ".npy" or path.is_dir() or (suffix == "" and name):
         return NpySink(path, large_scene=large_scene, single_frame=single_frame)
     raise SinkError(f"{spec}: unknown output form; use one of: {'; '.join(FORMS)}")
-
-
-class Preview:
-    """PNG previews of output cubes: `<prefix>_000001.png`, a false-colour image from the bands nearest
-    `rgb_wavelengths` (each stretched to its 2nd-98th percentile), and `<prefix>_000001_spectra.png`,
-    the spectra of a few pixels ((row, col) list; default three at fixed fractions of the frame)."""
-
-    FRACTIONS = ((0.25, 0.25), (0.5, 0.5), (0.75, 0.75))
-
-    def __init__(self, path_prefix: str | Path, *, wavelengths: Sequence[float],
-                 pixels: Sequence[tuple[int, int]] | None = None,
-                 rgb_wavelengths: tuple[float, float, float] = (640, 550, 460)) -> None:
-        self.prefix = Path(path_prefix)
-        self.wavelengths = np.asarray(wavelengths, dtype=float)
-        self.pixels = [tuple(p) for p in pixels] if pixels is not None else None
-        self.rgb = [int(np.argmin(np.abs(self.wavelengths - w))) for w in rgb_wavelengths]
-
-    def _pixels(self, h: int, w: int) -> list[tuple[int, int]]:
-        if self.pixels is None:
-            return [(min(int(fr * h), h - 1), min(int(fc * w), w - 1)) for fr, fc in self.FRACTIONS]
-        bad = [p for p in self.pixels if not (0 <= p[0] < h and 0 <= p[1] < w)]
-        if bad:
-            raise SinkError(f"{self.prefix}: preview pixels {bad} outside the {h}x{w} frame")
-        return self.pixels  # type: ignore[return-value]
-
-    @staticmethod
-    def _stretch(band: np.ndarray) -> np.ndarray:
-        finite = band[np.isfinite(band)]
-        if finite.size == 0:
-            return np.zeros(band.shape, np.uint8)
-        lo, hi = np.percentile(finite, (2, 98))
-        scaled = (band - lo) / (hi - lo) if hi > lo else np.zeros_like(band)
-        return (np.nan_to_num(np.clip(scaled, 0, 1)) * 255).round().astype(np.uint8)
-
-    def preview(self, frame: Frame, cube: np.ndarray) -> tuple[Path, Path]:
-        import cv2
-
-        if cube.ndim != 3 or cube.shape[2] != len(self.wavelengths):
-            raise SinkError(f"{self.prefix}: preview of a cube shaped {tuple(cube.shape)} with "
-                            f"{len(self.wavelengths)} wavelengths")
-        h, w, _ = cube.shape
-        image_path = self.prefix.parent / f"{self.prefix.name}_{frame.index:06d}.png"
-        spectra_path = self.prefix.parent / f"{self.prefix.name}_{frame.index:06d}_spectra.png"
-        rgb = np.stack([self._stretch(cube[:, :, b]) for b in self.rgb], axis=-1)
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))  # OpenCV wants BGR
-        if not ok:
-            raise SinkError(f"{image_path}: PNG encoding failed")
-        pixels = self._pixels(h, w)
-        with _io(image_path):
-            # encode then write: the temp name has no .png suffix for cv2.imwrite to go by
-            with atomic_path(image_path) as tmp:
-                tmp.write_bytes(png.tobytes())
-            with atomic_path(spectra_path) as tmp:
-                self._plot(cube, pixels, frame.index, tmp)
-        return image_path, spectra_path
-
-    def _plot(self, cube: np.ndarray, pixels: list[tuple[int, int]], index: int, dest: Path) -> None:
-        # Figure + Agg canvas directly: no pyplot state, no display needed, safe off the main thread.
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.4, 4.0), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        for r, c in pixels:
-            ax.plot(self.wavelengths, cube[r, c], marker=".", label=f"({r}, {c})")
-        ax.set_xlabel("wavelength (nm)")
-        ax.set_ylabel("value")
-        ax.set_title(f"frame {index}: spectra")
-        ax.grid(alpha=0.3)
-        ax.legend(title="(row, col)")
-        fig.tight_layout()
-        fig.savefig(dest, format="png")

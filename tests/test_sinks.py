@@ -15,7 +15,8 @@ import spectral.io.envi as envi
 import zarr
 
 from cpp_free_runtime.frames import Frame, SinkError
-from cpp_free_runtime.sinks import EnviSink, NpySink, Preview, ZarrSink, open_sink
+from cpp_free_runtime.preview import Preview
+from cpp_free_runtime.sinks import EnviSink, NpySink, ZarrSink, open_sink
 
 REPO = Path(__file__).resolve().parents[1]
 BANDS = 7
