@@ -1,4 +1,4 @@
-"""Options and parametrization of the benchmark suite (pytest benchmarks/ ...; see benchmarks/README.md)."""
+"""Options and parametrization of the benchmark suite (pytest benchmarks/ ...; see the README, "Benchmarks")."""
 
 from __future__ import annotations
 

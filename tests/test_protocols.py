@@ -38,3 +38,13 @@ def test_cave7_is_the_first_protocol(shared_data):
     assert data.name == "cave7"
     assert [p.name for p in data.test] == ["real_and_fake_apples", "superballs"]
     assert [p.hsi.shape[0] for p in data.train] == [448] * 5 and [p.hsi.shape[0] for p in data.val] == [64] * 5
+
+
+def test_shared_data_dir_from_env_or_beside_the_checkout(monkeypatch, tmp_path):
+    from ssran_edge.data.protocols import shared_data_dir
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("SSRAN_DATA", str(tmp_path))
+    assert shared_data_dir() == tmp_path
+    monkeypatch.delenv("SSRAN_DATA")
+    assert shared_data_dir() == REPO.parent / "shared" / "data"

@@ -76,11 +76,16 @@ CAVE_SPLIT = {
 
 
 def shared_data_dir() -> Path:
-    """The team's real-data folder: $SSRAN_DATA, else ../shared/data beside the repository."""
+    """The team's real-data folder: $SSRAN_DATA; else, from a source checkout, ../shared/data beside
+    it; else (an installed package, whose files live in site-packages) ../shared/data beside the
+    working directory."""
     env = os.environ.get("SSRAN_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "ssran_edge").is_dir():
+        return checkout.parent / "shared" / "data"
+    return Path.cwd().parent / "shared" / "data"
 
 
 def _require(path: Path) -> Path:
