@@ -209,3 +209,26 @@ def test_init_fine_tunes_from_weights_and_refuses_a_mismatch(pavia, tmp_path):
     with pytest.raises(SSRANEdgeError, match="cannot start a ssran_linear_skip"):
         train(make_config("pavia", "edge", output=str(tmp_path / "c"), init=str(first), arch="ssran_linear_skip",
                           **{**TINY, "epochs": 1}), data=pavia)
+
+
+def test_recipe_screen_compares_levers_on_validation_and_resumes(tmp_path, shared_data):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def screen():
+        return subprocess.run([sys.executable, "-m", "train.screen", "--protocol", "pavia", "--levers", "base", "l2",
+                               "--epochs", "2", "--patches-per-epoch", "32", "--output", str(tmp_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    first = screen()
+    assert first.returncode == 0, first.stderr
+    rows = [line for line in (tmp_path / "screen.md").read_text().splitlines() if line.startswith("| base")
+            or line.startswith("| l2")]
+    assert len(rows) == 2 and "loss=l2" in rows[1] and "Validation baselines: linear" in first.stdout
+    history = json.loads((tmp_path / "l2" / "history.json").read_text())
+    assert len(history) == 2 and all(e["val_psnr"] > 20 for e in history)
+    again = screen()  # complete runs are read back, not trained again
+    assert again.returncode == 0 and json.loads((tmp_path / "l2" / "history.json").read_text()) == history
+    assert again.stdout == first.stdout
