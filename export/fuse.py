@@ -135,19 +135,3 @@ def nhwc_residual_adds(model: onnx.ModelProto) -> int:
             return rewritten
         for n in dead:
             graph.node.remove(n)
-
-
-def ort_optimize_int8(src, dst) -> int:
-    """ONNX Runtime's offline CPU optimisation of a QDQ model (QLinear ops, NHWC int8 convs, through
-    onnx_export.ort_optimize), then nhwc_residual_adds; the source's metadata_props are kept and the count
-    of rewritten adds added. Like model_cpu.onnx, the result is for ONNX Runtime's CPU provider."""
-    import tempfile
-    from pathlib import Path
-
-    from export.onnx_export import ort_optimize, save_onnx, set_metadata
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model = onnx.load(str(ort_optimize(Path(src), Path(tmp) / "opt.onnx")))
-    count = nhwc_residual_adds(model)
-    save_onnx(set_metadata(model, {"ssran_edge.nhwc_residual_adds": count}), Path(dst))
-    return count

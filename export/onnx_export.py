@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 
+from export.fuse import deploy_form, global_average_pools
 from ssran_edge import __version__
 from ssran_edge.checkpoint import atomic_path
 from ssran_edge.errors import SSRANEdgeError
@@ -129,8 +130,6 @@ def export_fp32(model: torch.nn.Module, imgsz: int = 64, dynamic: bool = True,
                 simplify: bool = True) -> onnx.ModelProto:
     """Export with dynamic (batch, height, width) unless dynamic=False (then fixed 1 x imgsz x imgsz), in
     the deploy form of export/fuse.py (ECA as 4-D ops, GlobalAveragePool)."""
-    from export.fuse import deploy_form, global_average_pools
-
     model = deploy_form(model.eval().float().cpu())
     example = torch.rand(1, model.in_bands, imgsz, imgsz)
     dims = None

@@ -163,7 +163,7 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
         int8 = onnx.load(str(stage / "model_int8.onnx"))
         save_onnx(set_metadata(int8, card_metadata(card, "int8", **common, **calib)), stage / "model_int8.onnx")
         add_onnx("model_int8.onnx", "int8", calib)
-        from export.fuse import ort_optimize_int8
+        from export.quantize import ort_optimize_int8
 
         adds = ort_optimize_int8(stage / "model_int8.onnx", stage / "model_int8_cpu.onnx")
         add_onnx("model_int8_cpu.onnx", "int8", {**calib, "nhwc_residual_adds": adds,

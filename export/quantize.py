@@ -13,6 +13,8 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from export.fuse import nhwc_residual_adds
+from export.onnx_export import ort_optimize, save_onnx, set_metadata
 from ssran_edge.data.protocols import Pair
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
@@ -104,3 +106,14 @@ def quantize_int8(fp32_path: Path, out_path: Path, reader: TileCalibrationReader
     return {"calibration_method": method, "calibration_samples": len(reader.tiles),
             "calibration_tile": int(reader.tiles[0].shape[-1]), "float_nodes": exclude,
             "activation_type": "uint8", "weight_type": "int8 per-channel"}
+
+
+def ort_optimize_int8(src, dst) -> int:
+    """ONNX Runtime's offline CPU optimisation of a QDQ model (QLinear ops, NHWC int8 convs, through
+    onnx_export.ort_optimize), then nhwc_residual_adds; the source's metadata_props are kept and the count
+    of rewritten adds added. Like model_cpu.onnx, the result is for ONNX Runtime's CPU provider."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = onnx.load(str(ort_optimize(Path(src), Path(tmp) / "opt.onnx")))
+    count = nhwc_residual_adds(model)
+    save_onnx(set_metadata(model, {"ssran_edge.nhwc_residual_adds": count}), Path(dst))
+    return count
