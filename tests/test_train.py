@@ -232,3 +232,18 @@ def test_recipe_screen_compares_levers_on_validation_and_resumes(tmp_path, share
     again = screen()  # complete runs are read back, not trained again
     assert again.returncode == 0 and json.loads((tmp_path / "l2" / "history.json").read_text()) == history
     assert again.stdout == first.stdout
+
+
+def test_mixup_keeps_the_camera_model_exact():
+    from ssran_edge.data.patches import mix
+
+    rng = np.random.default_rng(0)
+    srf = rng.uniform(0, 1, (3, 7)).astype(np.float32)
+    hsi0 = rng.uniform(0, 1, (16, 7, 4, 4)).astype(np.float32)
+    msi0 = np.einsum("cb,nbhw->nchw", srf, hsi0)
+    msi, hsi = mix(msi0.copy(), hsi0.copy(), np.random.default_rng(1), share=0.5)
+    np.testing.assert_allclose(msi, np.einsum("cb,nbhw->nchw", srf, hsi), rtol=1e-5, atol=1e-6)
+    changed = np.flatnonzero(np.abs(hsi - hsi0).reshape(16, -1).max(axis=1) > 0)
+    assert 2 <= changed.size <= 14  # about half of the batch
+    untouched = np.setdiff1d(np.arange(16), changed)
+    np.testing.assert_array_equal(hsi[untouched], hsi0[untouched])

@@ -30,6 +30,7 @@ class TrainConfig:
     exposure: list[float] = field(default_factory=list)
     noise_read: float = 0.0
     noise_shot: float = 0.0
+    mixup: float = 0.0  # share of patches blended with another of the batch (MSI and HSI alike)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); validation,
     #                   the best weights and the report use the average
     train_skip: bool = True  # skip variants: train the skip's weights too (False: keep the least-squares fit)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ssran_edge import __version__
 from ssran_edge.baseline import fit_baseline
 from ssran_edge.checkpoint import load_training_state, save_model, save_training_state, write_json
-from ssran_edge.data.patches import gather_patches, patch_origins, photometric
+from ssran_edge.data.patches import gather_patches, mix, patch_origins, photometric
 from ssran_edge.data.protocols import ProtocolData, load_protocol
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
@@ -164,6 +164,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         for i in range(0, per_epoch, config.batch_size):
             msi, hsi = gather_patches(data.train, chosen[i: i + config.batch_size], config.patch_size,
                                       rng if config.augment else None)
+            msi, hsi = mix(msi, hsi, rng, config.mixup) if config.mixup > 0 else (msi, hsi)
             msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot)
             msi, hsi = torch.from_numpy(msi).to(config.device), torch.from_numpy(hsi).to(config.device)
             loss = loss_fn(model(msi), hsi)

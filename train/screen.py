@@ -37,6 +37,7 @@ LEVERS: dict[str, dict] = {
     "trained-skip": dict(train_skip=True),
     "faithful": dict(arch="ssran"),
     "weight-decay": dict(weight_decay=1e-4),
+    "mixup": dict(mixup=0.5),
 }
 BASE = dict(arch="ssran_rootpoly_skip")
 

@@ -56,3 +56,18 @@ def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, expo
         variance = (level * noise_read) ** 2 + level * noise_shot * np.maximum(msi, 0)
         msi += np.sqrt(variance) * rng.standard_normal(msi.shape, dtype=np.float32)
     return msi, hsi
+
+
+def mix(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup of NCHW patches within a batch: a `share` of them become a * patch + (1 - a) * another,
+    a ~ U(0, 1), MSI and HSI alike. The camera is linear (MSI = HSI . D^T), so the pair stays exact: a
+    pixel of two materials seen through one another, spectra the training scenes hold only apart."""
+    n = len(msi)
+    chosen = np.flatnonzero(rng.uniform(size=n) < share)
+    if n < 2 or chosen.size == 0:
+        return msi, hsi
+    partner = (chosen + rng.integers(1, n, chosen.size)) % n  # never itself
+    a = rng.uniform(0, 1, chosen.size).astype(np.float32)[:, None, None, None]
+    msi[chosen] = a * msi[chosen] + (1 - a) * msi[partner]
+    hsi[chosen] = a * hsi[chosen] + (1 - a) * hsi[partner]
+    return msi, hsi
