@@ -133,6 +133,8 @@ def test_train_resume_and_report(pavia, tmp_path):
     assert "| pavia |" in text and "| **mean** |" in text and "| exposure x0.5 |" in text
     _, card = load_model(best)
     assert card["test_metrics"]["linear"]["psnr"] == pytest.approx(metrics["linear"]["psnr"])
+    assert card["splits"] == {"train": [p.name for p in pavia.train], "val": [p.name for p in pavia.val],
+                              "test": [p.name for p in pavia.test]}
 
 
 def test_same_seed_same_result(pavia, tmp_path):

@@ -31,6 +31,7 @@ def model_card(config: TrainConfig, data: ProtocolData) -> dict:
             "width": config.width, "num_blocks": config.num_blocks, "eca_kernel": config.eca_kernel,
             "wavelengths_nm": data.wavelengths, "srf": data.srf, "msi_band_names": data.msi_band_names,
             "protocol": data.name, "inference": {"mode": config.select_mode, "tile": config.tile, "patch": 4},
+            "splits": {split: [p.name for p in getattr(data, split)] for split in ("train", "val", "test")},
             "version": __version__, "training": config.to_dict()}
 
 
