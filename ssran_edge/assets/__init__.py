@@ -10,10 +10,10 @@ from ssran_edge.data.readers import Cube, check_cube
 
 ASSETS = Path(__file__).parent
 DEMO_SCENE = ASSETS / "demo_cave_crop.npz"
-# cave: SSRAN + least-squares linear skip (the variant; +2.6 dB over the linear floor on CAVE's test
-# scenes); cave_ssran: the faithful SSRAN (paper recipe, then fine-tuned on 64-px tiles); paris: the
-# faithful SSRAN (paper recipe); pavia: the variant on Pavia University (4 -> 103 bands). See README
-# "Results".
+# cave: SSRAN + a frozen root-polynomial least-squares skip (the variant; +1.8 dB over root-polynomial
+# regression, +3.2 dB over linear, on CAVE's 6 test scenes); cave_ssran: the faithful SSRAN (+2.2 dB
+# over linear); both trained on 18 CAVE scenes. paris: the faithful SSRAN (paper recipe); pavia: the
+# linear-skip variant on Pavia University (4 -> 103 bands). See README "Results".
 MODELS = {name: ASSETS / "models" / f"{name}.safetensors" for name in ("cave", "cave_ssran", "paris", "pavia")}
 DEFAULT_MODEL = MODELS["cave"]
 
