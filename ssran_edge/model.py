@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssran_edge.baseline import EPS, root_polynomial_exponents
+
 
 class ECA(nn.Module):
     """Efficient channel attention: global average pool -> 1-D conv across channels -> sigmoid -> scale.
@@ -87,68 +89,51 @@ class LinearSkipSSRAN(nn.Module):
 
     The linear map is initialised from the least-squares fit on the training pixels and the SSRAN
     reconstruction starts at zero, so training begins at the linear baseline and SSRAN learns the
-    residual.
+    residual. Subclasses change what the map reads (`skip_inputs` channels from `skip_features`).
     """
 
     def __init__(self, in_bands: int, out_bands: int, width: int = 64, num_blocks: int = 3,
-                 eca_kernel: int = 5):
+                 eca_kernel: int = 5, skip_inputs: int | None = None):
         super().__init__()
         self.in_bands, self.out_bands = in_bands, out_bands
         self.ssran = SSRAN(in_bands, out_bands, width, num_blocks, eca_kernel)
-        self.linear = nn.Conv2d(in_bands, out_bands, 1)
+        self.linear = nn.Conv2d(skip_inputs or in_bands, out_bands, 1)
         nn.init.zeros_(self.ssran.reconstruct.weight)
 
     def init_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Set the skip from a least-squares fit: weight (out_bands, in_bands), bias (out_bands,)."""
-        with torch.no_grad():
-            self.linear.weight.copy_(weight.reshape(self.out_bands, self.in_bands, 1, 1))
-            self.linear.bias.copy_(bias)
-
-    def skip(self, msi: torch.Tensor) -> torch.Tensor:
-        return self.linear(msi)
-
-    def forward(self, msi: torch.Tensor) -> torch.Tensor:
-        return self.ssran(msi) + self.skip(msi)
-
-
-class RootPolySkipSSRAN(nn.Module):
-    """Variant (not in the paper): SSRAN plus a per-pixel root-polynomial MSI -> HSI map of order 3.
-
-    The skip is the `rootpoly3` baseline (`ssran_edge.baseline`) as layers: the root-polynomial terms
-    exp(A . log(max(msi, eps))) with fixed exponents A (a 1x1 conv on the log), then a trainable 1x1
-    conv initialised from the least-squares fit; SSRAN's reconstruction starts at zero. So training
-    starts at the strongest simple method, and SSRAN learns what it gets wrong. Log, Conv and Exp
-    export to every ONNX runtime.
-    """
-
-    def __init__(self, in_bands: int, out_bands: int, width: int = 64, num_blocks: int = 3,
-                 eca_kernel: int = 5, order: int = 3):
-        super().__init__()
-        from ssran_edge.baseline import root_polynomial_exponents
-
-        self.in_bands, self.out_bands = in_bands, out_bands
-        self.ssran = SSRAN(in_bands, out_bands, width, num_blocks, eca_kernel)
-        exponents = torch.from_numpy(root_polynomial_exponents(in_bands, order)).float()
-        self.register_buffer("exponents", exponents[:, :, None, None])  # (terms, in_bands, 1, 1), fixed
-        self.linear = nn.Conv2d(len(exponents), out_bands, 1)
-        nn.init.zeros_(self.ssran.reconstruct.weight)
-
-    def terms(self, msi: torch.Tensor) -> torch.Tensor:
-        from ssran_edge.baseline import EPS
-
-        return torch.exp(nn.functional.conv2d(torch.log(msi.clamp_min(EPS)), self.exponents))
-
-    def init_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Set the skip from a least-squares fit: weight (out_bands, terms), bias (out_bands,)."""
+        """Set the skip from a least-squares fit: weight (out_bands, skip inputs), bias (out_bands,)."""
         with torch.no_grad():
             self.linear.weight.copy_(weight.reshape(self.linear.weight.shape))
             self.linear.bias.copy_(bias)
 
+    def skip_features(self, msi: torch.Tensor) -> torch.Tensor:
+        return msi
+
     def skip(self, msi: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.terms(msi))
+        return self.linear(self.skip_features(msi))
 
     def forward(self, msi: torch.Tensor) -> torch.Tensor:
         return self.ssran(msi) + self.skip(msi)
+
+
+class RootPolySkipSSRAN(LinearSkipSSRAN):
+    """Variant (not in the paper): SSRAN plus a per-pixel root-polynomial MSI -> HSI map of order 3.
+
+    The skip is the `rootpoly3` baseline (`ssran_edge.baseline`) as layers: the root-polynomial terms
+    exp(A . log(max(msi, eps))) with fixed exponents A (a 1x1 conv on the log), then the 1x1 conv of
+    LinearSkipSSRAN over those terms, initialised from the least-squares fit; SSRAN's reconstruction
+    starts at zero. So training starts at the strongest simple method, and SSRAN learns what it gets
+    wrong. Log, Conv and Exp export to every ONNX runtime.
+    """
+
+    def __init__(self, in_bands: int, out_bands: int, width: int = 64, num_blocks: int = 3,
+                 eca_kernel: int = 5, order: int = 3):
+        exponents = torch.from_numpy(root_polynomial_exponents(in_bands, order)).float()
+        super().__init__(in_bands, out_bands, width, num_blocks, eca_kernel, skip_inputs=len(exponents))
+        self.register_buffer("exponents", exponents[:, :, None, None])  # (terms, in_bands, 1, 1), fixed
+
+    def skip_features(self, msi: torch.Tensor) -> torch.Tensor:
+        return torch.exp(nn.functional.conv2d(torch.log(msi.clamp_min(EPS)), self.exponents))
 
 
 ARCHITECTURES = {"ssran": SSRAN, "ssran_linear_skip": LinearSkipSSRAN, "ssran_rootpoly_skip": RootPolySkipSSRAN}
