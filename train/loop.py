@@ -165,7 +165,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         for i in range(0, per_epoch, config.batch_size):
             msi, hsi = gather_patches(data.train, chosen[i: i + config.batch_size], config.patch_size,
                                       rng if config.augment else None)
-            msi, hsi = mix(msi, hsi, rng, config.mixup) if config.mixup > 0 else (msi, hsi)
+            msi, hsi = mix(msi, hsi, rng, config.mixup)
             msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot)
             msi, hsi = torch.from_numpy(msi).to(config.device), torch.from_numpy(hsi).to(config.device)
             loss = loss_fn(model(msi), hsi)

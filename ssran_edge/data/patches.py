@@ -63,6 +63,8 @@ def mix(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, share: float
     a ~ U(0, 1), MSI and HSI alike. The camera is linear (MSI = HSI . D^T), so the pair stays exact: a
     pixel of two materials seen through one another, spectra the training scenes hold only apart."""
     n = len(msi)
+    if share <= 0:  # off: no random draws, so a run without mixup keeps its random stream
+        return msi, hsi
     chosen = np.flatnonzero(rng.uniform(size=n) < share)
     if n < 2 or chosen.size == 0:
         return msi, hsi
