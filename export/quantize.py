@@ -14,7 +14,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from export.fuse import nhwc_residual_adds
-from export.onnx_export import ort_optimize, save_onnx, set_metadata
+from export.onnx_export import ort_optimize, save_onnx, set_metadata, skip_nodes
 from ssran_edge.data.protocols import Pair
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
@@ -65,17 +65,16 @@ def eca_conv_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def edge_nodes(model: onnx.ModelProto) -> list[str]:
-    """The nodes that stay float in the mixed-precision INT8 model: those that read the network input
-    (the first 1x1 conv, a linear skip) and the reconstruction head (every node on a path from the
-    last ReLU to the output: the 1x1 reconstruct conv, the band attention, the skip's add).
+    """The nodes that stay float in the mixed-precision INT8 model: those before the first ReLU from
+    the network input (`onnx_export.skip_nodes`: the first 1x1 conv, a linear or root-polynomial skip)
+    and the reconstruction head (every node on a path from the last ReLU to the output: the 1x1
+    reconstruct conv, the band attention, the skip's add).
 
     Why: a per-tensor uint8 grid over the whole input or output range leaves dark pixels and dim
     bands only a few levels, and PSNR is computed per band. Measured on the CAVE model: uint8 input
     and output cost 2.03 dB; keeping these nodes float, 0.06 dB. They are ~1 % of the MACs."""
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
-    inputs = {i.name for i in graph.input}
-    first = [n.name for n in graph.node if inputs & set(n.input)]
     head: list[str] = []
     stack = [o.name for o in graph.output]
     while stack:
@@ -84,7 +83,7 @@ def edge_nodes(model: onnx.ModelProto) -> list[str]:
             continue  # graph input, an initializer, or the body's last ReLU: the head ends here
         head.append(node.name)
         stack += list(node.input)
-    return list(dict.fromkeys(first + head))
+    return list(dict.fromkeys(skip_nodes(model) + head))
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, reader: TileCalibrationReader, method: str = "minmax",
