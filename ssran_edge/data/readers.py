@@ -120,14 +120,48 @@ def load_mat_variables(path: str | Path, names: list[str] | None = None) -> dict
                     if key in f and isinstance(f[key], h5py.Dataset):
                         out[key] = np.asarray(f[key][()]).T  # HDF5 stores MATLAB arrays transposed
             return out
-        import scipy.io
-
-        return {k: v for k, v in scipy.io.loadmat(path, variable_names=names).items()
-                if not k.startswith("__")}
+        return _loadmat_isolated(path, names)
     except DataError:
         raise
     except Exception as exc:  # scipy/h5py raise many types for corrupt files
         raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
+
+
+def _loadmat_child(path: Path, names, conn) -> None:
+    import scipy.io
+
+    try:
+        conn.send(("ok", {k: v for k, v in scipy.io.loadmat(path, variable_names=names).items()
+                          if not k.startswith("__")}))
+    except Exception as exc:  # noqa: BLE001 - handed to the parent as text
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _loadmat_isolated(path: Path, names) -> dict:
+    """scipy.io.loadmat in a forked child: on damaged v5 files scipy's compiled parser can crash the
+    process (SIGSEGV/SIGBUS; reproduced with a few hundred byte-flipped files), which no try/except
+    catches. A crash becomes one DataError here."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_loadmat_child, args=(path, names, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        status, value = receive.recv()
+    except EOFError:
+        child.join()
+        raise DataError(f"{path}: not a readable .mat file (the MATLAB parser crashed on it, "
+                        f"exit {child.exitcode})") from None
+    finally:
+        receive.close()
+    child.join()
+    if status != "ok":
+        raise DataError(f"{path}: not a readable .mat file ({value})")
+    return value
 
 
 def read_mat(path: str | Path, variable: str | None = None) -> Cube:
