@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from cpp_free_runtime.runners import OrtRunner, TorchRunner
+from ssran_edge.runtime.runners import OrtRunner, TorchRunner
 
 
 def median_seconds(fn, x: np.ndarray, repeat: int) -> float:

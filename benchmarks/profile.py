@@ -48,8 +48,8 @@ def profile(onnx_path: Path, msi: np.ndarray, runs: int, threads: int = 0, spinn
 
 
 def main() -> None:
-    from benchmarks import suite
-    from export.onnx_export import read_metadata
+    from ssran_edge.bench import suite
+    from ssran_edge.export.onnx_export import read_metadata
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("onnx", type=Path)

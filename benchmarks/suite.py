@@ -21,8 +21,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner
 
-from cpp_free_runtime.runners import OrtRunner, Runner, TorchRunner
 from ssran_edge.checkpoint import load_model, sha256_file
 from ssran_edge.errors import DataError
 from ssran_edge.tiling import run_tiled
@@ -74,8 +74,8 @@ def flops_per_pixel(config: str) -> float:
 def ensure_export(config: str, root: Path) -> Path:
     """The config's export folder (fp32, fp16, int8), built with `python -m export` unless one made from
     these exact weights is already there. An artefact that fails its drift gate is simply absent."""
-    from export.onnx_export import ExportError
-    from export.pipeline import ExportOptions, run_export
+    from ssran_edge.export.onnx_export import ExportError
+    from ssran_edge.export.pipeline import ExportOptions, run_export
 
     weights = weights_of(config)
     out = root / (config if weights.parent.name == "models" else weights.stem)
@@ -121,7 +121,7 @@ def open_runner(artefact: Artefact, threads: int = 0, spinning: bool = True) -> 
         return TorchRunner(artefact.path)
     if artefact.backend == "ort":
         return OrtRunner(artefact.path, threads=threads, spinning=spinning)
-    from cpp_free_runtime.runners import TrtRunner
+    from ssran_edge.runtime.runners import TrtRunner
 
     return TrtRunner(artefact.path)
 
@@ -183,7 +183,7 @@ def _timed(fn) -> float:
 def accuracy(artefact: Artefact, runner: Runner) -> dict:
     """PSNR/SAM vs ground truth and drift vs the fp32 model on the config's validation split (or, without
     the data sets, on the bundled CAVE crop)."""
-    from export import drift as drift_gate
+    from ssran_edge.export import drift as drift_gate
 
     card = card_of(artefact.config)
     pairs, where = _validation_pairs(artefact.config)
@@ -217,7 +217,8 @@ def _validation_pairs(config: str) -> tuple[list, str]:
 
 @cache
 def _references(config: str) -> list[np.ndarray]:
-    from export import drift as drift_gate
+    from ssran_edge.export import drift as drift_gate
+
     from ssran_edge.tiling import torch_infer
 
     model, card = load_model(weights_of(config))

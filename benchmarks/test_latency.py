@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from benchmarks import suite
-from benchmarks.stream import ArraySource, bare_seconds
-from cpp_free_runtime.pipeline import StreamPipeline
-from cpp_free_runtime.sinks import NpySink
+from ssran_edge.bench import suite
+from ssran_edge.bench.stream import ArraySource, bare_seconds
+from ssran_edge.runtime.pipeline import StreamPipeline
+from ssran_edge.runtime.sinks import NpySink
 
 
 def rounds_for(size: int) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpp_free_runtime.runners import OrtRunner, Runner, RunnerError, TorchRunner, TrtRunner
+from ssran_edge.runtime.runners import OrtRunner, Runner, RunnerError, TorchRunner, TrtRunner
 
 log = logging.getLogger("ssran_edge.runtime")
 BACKENDS = ("auto", "trt", "ort", "torch")
@@ -30,7 +30,8 @@ def _cache_dir() -> Path:
 
 def cached_onnx(weights: Path) -> Path:
     """The fp32 ONNX of a checkpoint, exported once and kept under ~/.cache/ssran-edge by hash."""
-    from export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata
+    from ssran_edge.export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata
+
     from ssran_edge.checkpoint import load_model, sha256_file
 
     path = _cache_dir() / f"{sha256_file(weights)[:20]}.onnx"
@@ -62,7 +63,7 @@ def select_runner(model: str | Path | None, backend: str = "auto", device: str =
     if suffix in (".engine", ".plan"):
         if backend not in ("auto", "trt"):
             raise RunnerError(f"{path.name} is a TensorRT engine: use --backend trt (or auto)")
-        from export.tensorrt_engine import read_sidecar
+        from ssran_edge.export.tensorrt_engine import read_sidecar
 
         sidecar = read_sidecar(path)
         return Selection(TrtRunner(path), "trt", "a TensorRT engine", sidecar.get("ssran_edge.wavelengths_nm"),
@@ -71,7 +72,7 @@ def select_runner(model: str | Path | None, backend: str = "auto", device: str =
         if backend in ("torch", "trt"):
             raise RunnerError(f"{path.name} is an ONNX model: use --backend ort (or auto); for TensorRT, "
                               "build an engine with python -m export --engine")
-        from export.onnx_export import read_metadata
+        from ssran_edge.export.onnx_export import read_metadata
 
         meta = read_metadata(path)
         provider = "cuda" if device.startswith("cuda") or (not device and _ort_has_cuda()) else "cpu"

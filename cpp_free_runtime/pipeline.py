@@ -21,10 +21,10 @@ import threading
 import time
 
 import numpy as np
+from ssran_edge.runtime.frames import Sink, Source
+from ssran_edge.runtime.runners import Runner
+from ssran_edge.runtime.stats import StreamStats
 
-from cpp_free_runtime.frames import Sink, Source
-from cpp_free_runtime.runners import Runner
-from cpp_free_runtime.stats import StreamStats
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
 from ssran_edge.metrics import psnr, sam

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from ssran_edge.runtime.frames import Frame, SinkError
+from ssran_edge.runtime.sinks import io_errors
 
-from cpp_free_runtime.frames import Frame, SinkError
-from cpp_free_runtime.sinks import io_errors
 from ssran_edge.checkpoint import atomic_path
 
 

@@ -46,13 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from ssran_edge.runtime.backends import select_runner
+    from ssran_edge.runtime.pipeline import StreamPipeline
+    from ssran_edge.runtime.preview import Preview
+    from ssran_edge.runtime.sinks import open_sink
+    from ssran_edge.runtime.sources import open_source
     from tqdm import tqdm
 
-    from cpp_free_runtime.backends import select_runner
-    from cpp_free_runtime.pipeline import StreamPipeline
-    from cpp_free_runtime.preview import Preview
-    from cpp_free_runtime.sinks import open_sink
-    from cpp_free_runtime.sources import open_source
     from ssran_edge.checkpoint import write_json
 
     selection = select_runner(args.model, args.backend, args.device, args.threads)

@@ -107,7 +107,7 @@ class OrtRunner(Runner):
 
     def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int = 0, spinning: bool = False):
         super().__init__()
-        from export.onnx_export import read_metadata
+        from ssran_edge.export.onnx_export import read_metadata
 
         self.path = Path(onnx_path)
         meta = read_metadata(self.path) if self.path.is_file() else {}
@@ -120,8 +120,7 @@ class OrtRunner(Runner):
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
-
-        from export.onnx_export import ort_session
+        from ssran_edge.export.onnx_export import ort_session
 
         wanted, available = self.PROVIDERS[self.provider], ort.get_available_providers()
         if wanted not in available:
@@ -155,7 +154,7 @@ class TrtRunner(Runner):
 
     def __init__(self, engine_path: str | Path, device: int = 0):
         super().__init__()
-        from export.tensorrt_engine import read_sidecar
+        from ssran_edge.export.tensorrt_engine import read_sidecar
 
         self.path, self.device_index = Path(engine_path), device
         sidecar = read_sidecar(self.path)  # build_engine merges the artefact metadata into it
@@ -167,7 +166,7 @@ class TrtRunner(Runner):
             import pycuda.driver as cuda
         except ImportError as exc:
             raise RunnerError(f"TensorRT not available: {exc}") from None
-        from export.tensorrt_engine import load_engine
+        from ssran_edge.export.tensorrt_engine import load_engine
 
         cuda.init()
         self.cuda = cuda

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ssran_edge.runtime.frames import Frame, Sink, SinkError
 
-from cpp_free_runtime.frames import Frame, Sink, SinkError
 from ssran_edge.checkpoint import atomic_path
 from ssran_edge.io import pwrite_array, write_array
 

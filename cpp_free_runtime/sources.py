@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ssran_edge.runtime.frames import Frame, Source, SourceError, release_pages
 
-from cpp_free_runtime.frames import Frame, Source, SourceError, release_pages
 from ssran_edge.data.readers import Cube, check_cube, check_npy_header, envi_files, read_cube
 from ssran_edge.errors import SSRANEdgeError
 

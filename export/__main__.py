@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ssran_edge").setLevel(logging.INFO)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
     try:
-        from export.drift import DEFAULT_MAX_DROP_DB
-        from export.pipeline import ExportOptions, run_export
+        from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
+        from ssran_edge.export.pipeline import ExportOptions, run_export
+
         from ssran_edge.assets import DEFAULT_MODEL, MODELS
 
         weights = Path(MODELS.get(args.weights, args.weights or DEFAULT_MODEL))

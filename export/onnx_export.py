@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from ssran_edge.export.fuse import deploy_form, global_average_pools
 
-from export.fuse import deploy_form, global_average_pools
 from ssran_edge import __version__
 from ssran_edge.checkpoint import atomic_path
 from ssran_edge.errors import SSRANEdgeError

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export import drift as drift_gate
-from export.onnx_export import (
+from ssran_edge.export import drift as drift_gate
+from ssran_edge.export.onnx_export import (
     ExportError,
     card_metadata,
     convert_fp16,
@@ -24,7 +24,8 @@ from export.onnx_export import (
     save_onnx,
     set_metadata,
 )
-from export.tensorrt_engine import sidecar_path
+from ssran_edge.export.tensorrt_engine import sidecar_path
+
 from ssran_edge import __version__
 from ssran_edge.checkpoint import atomic_path, load_model, sha256_file, write_json
 from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
@@ -105,7 +106,7 @@ def run_export(opts: ExportOptions) -> dict:
     engine_wanted = opts.engine or opts.device.startswith(("cuda", "dla"))
     trt_ok, trt_reason = False, "not requested"
     if engine_wanted or opts.fp16 or opts.int8:
-        from export.tensorrt_engine import tensorrt_status
+        from ssran_edge.export.tensorrt_engine import tensorrt_status
 
         trt_ok, trt_reason = tensorrt_status()
         if engine_wanted and not trt_ok:
@@ -155,15 +156,14 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
         add_onnx("model_fp16.onnx", "fp16", {"io": io})
     if opts.int8:
         import onnx
-
-        from export.quantize import TileCalibrationReader, quantize_int8
+        from ssran_edge.export.quantize import TileCalibrationReader, quantize_int8
 
         reader = TileCalibrationReader(data.train, card["in_bands"], opts.calib_samples, opts.calib_tile)
         calib = quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method)
         int8 = onnx.load(str(stage / "model_int8.onnx"))
         save_onnx(set_metadata(int8, card_metadata(card, "int8", **common, **calib)), stage / "model_int8.onnx")
         add_onnx("model_int8.onnx", "int8", calib)
-        from export.quantize import ort_optimize_int8
+        from ssran_edge.export.quantize import ort_optimize_int8
 
         adds = ort_optimize_int8(stage / "model_int8.onnx", stage / "model_int8_cpu.onnx")
         add_onnx("model_int8_cpu.onnx", "int8", {**calib, "nhwc_residual_adds": adds,
@@ -198,7 +198,7 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
 
 
 def _build_engines(opts, card, tile, stage, gate) -> list:
-    from export.tensorrt_engine import Profile, build_engine
+    from ssran_edge.export.tensorrt_engine import Profile, build_engine
 
     out = []
     dla = int(opts.device.split(":")[1]) if opts.device.startswith("dla") else None
@@ -212,7 +212,7 @@ def _build_engines(opts, card, tile, stage, gate) -> list:
         build_engine(stage / source, stage / name, precision=precision, profiles=[profile],
                      workspace_gib=opts.workspace, timing_cache=cache, dla_core=dla,
                      extra_metadata=card_metadata(card, precision))
-        from cpp_free_runtime.runners import TrtRunner
+        from ssran_edge.runtime.runners import TrtRunner
 
         with TrtRunner(stage / name) as runner:
             out.append((name, gate(name, precision, runner.infer), {"dla_core": dla}))

@@ -303,8 +303,7 @@ def _read_onnx(onnx_path: Path) -> Any:
     """The ONNX proto (no external data loaded); refused if unreadable or if its tensors keep their data
     outside its folder, which the TensorRT parser would otherwise read."""
     import onnx
-
-    from export.onnx_export import ExportError, check_external_data
+    from ssran_edge.export.onnx_export import ExportError, check_external_data
 
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)

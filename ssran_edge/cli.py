@@ -90,7 +90,7 @@ def cmd_info(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ssran_edge.data.protocols import protocol_of_card
-    from train.report import MD_HEADER, evaluate, markdown_rows, per_scene_table, robustness_table, verdict
+    from ssran_edge.train.report import MD_HEADER, evaluate, markdown_rows, per_scene_table, robustness_table, verdict
 
     path, _, card = _load(args.model)
     report = evaluate(path, protocol_of_card(card, args.data_root, args.protocol), args.device,
@@ -101,7 +101,7 @@ def cmd_evaluate(args) -> int:
 
 
 def _run_doc() -> str:
-    from cpp_free_runtime import run
+    from ssran_edge.runtime import run
 
     return run.__doc__ or ""
 
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="stream frames (camera, video, folder, large scene, replay) through the model",
                        description=_run_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    from cpp_free_runtime.run import add_arguments, run_command
+    from ssran_edge.runtime.run import add_arguments, run_command
 
     add_arguments(p)
     p.set_defaults(func=run_command)
@@ -172,15 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a not in VERBOSE]
     configure_logging(verbose)
     if argv[:1] == ["train"]:
-        from train.__main__ import main as train_main
+        from ssran_edge.train.__main__ import main as train_main
 
         return train_main(argv[1:])
     if argv[:1] == ["export"]:
-        from export.__main__ import main as export_main
+        from ssran_edge.export.__main__ import main as export_main
 
         return export_main(argv[1:])
     if argv[:1] == ["bench"]:
-        from benchmarks.report import main as bench_main
+        from ssran_edge.bench.report import main as bench_main
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)

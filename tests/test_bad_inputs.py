@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ssran_edge.export.onnx_export import ExportError
+from ssran_edge.export.tensorrt_engine import EngineError
+from ssran_edge.runtime.frames import SourceError
+from ssran_edge.runtime.runners import OrtRunner
 
-from cpp_free_runtime.frames import SourceError
-from cpp_free_runtime.runners import OrtRunner
-from export.onnx_export import ExportError
-from export.tensorrt_engine import EngineError
 from ssran_edge.assets import DEFAULT_MODEL
 from ssran_edge.errors import CheckpointError, DataError, SSRANEdgeError
 from tests.conftest import REPO
@@ -187,7 +187,7 @@ def symlinked_data_onnx(inp: Path) -> Path:
 
 
 def sidecar(platform: dict[str, str], **changes: Any) -> dict[str, Any]:
-    from export.tensorrt_engine import Profile
+    from ssran_edge.export.tensorrt_engine import Profile
 
     return {"format": "ssran-edge-engine", "engine": "m.engine", "dla_core": None, "precision": "fp16",
             "profiles": [Profile.for_tiles(3, 272, 4).to_json()], "inputs": ["msi"], "outputs": ["hsi"],
@@ -198,7 +198,8 @@ HERE = {"tensorrt": "10.7.0", "gpu": "NVIDIA H200", "compute_capability": "9.0",
 
 
 def calibration(pairs_msi: list[np.ndarray]) -> Callable[[], Any]:
-    from export.quantize import TileCalibrationReader
+    from ssran_edge.export.quantize import TileCalibrationReader
+
     from ssran_edge.data.protocols import Pair
 
     pairs = [Pair(m, np.zeros((1, 1, 31), np.float32), f"region{k}") for k, m in enumerate(pairs_msi)]
@@ -562,7 +563,7 @@ def _write_cube(path: Path, cube: np.ndarray) -> Path:
 
 
 def _sources():
-    from cpp_free_runtime import sources
+    from ssran_edge.runtime import sources
 
     return sources
 
@@ -574,7 +575,7 @@ def _checkpoint():
 
 
 def _trt():
-    from export import tensorrt_engine
+    from ssran_edge.export import tensorrt_engine
 
     return tensorrt_engine
 
@@ -597,9 +598,9 @@ def _entry(program: str) -> Callable[[list[str]], int]:
     if program == "ssran-edge":
         from ssran_edge.cli import main
     elif program == "python -m export":
-        from export.__main__ import main
+        from ssran_edge.export.__main__ import main
     else:
-        from train.__main__ import main
+        from ssran_edge.train.__main__ import main
     return main
 
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
+from ssran_edge.bench import report, suite
 
-from benchmarks import report, suite
 from ssran_edge.model import SSRAN
 
 pytestmark = pytest.mark.shared_data  # int8 calibration and drift read the CAVE training/validation data
@@ -29,7 +29,7 @@ def test_flops_per_pixel_counts_every_conv():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, "-m", "benchmarks.report", "--smoke", "--out", str(out / "report"),
+    cmd = [sys.executable, "-m", "ssran_edge.bench.report", "--smoke", "--out", str(out / "report"),
            "--history", str(out / "history"), "--exports", str(out / "exports")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "SSRAN_DATA": str(shared_data)})
@@ -75,10 +75,10 @@ def test_compare_flags_a_slower_artefact_and_more_drift(smoke_run, tmp_path):
     worse_path = tmp_path / "worse.json"
     worse_path.write_text(json.dumps(worse))
 
-    same = subprocess.run([sys.executable, "-m", "benchmarks.report", "--compare-only", str(saved), str(saved),
+    same = subprocess.run([sys.executable, "-m", "ssran_edge.bench.report", "--compare-only", str(saved), str(saved),
                            "--fail-on-regression"], capture_output=True, text=True, timeout=120)
     assert same.returncode == 0 and "no regression" in same.stdout
-    flagged = subprocess.run([sys.executable, "-m", "benchmarks.report", "--compare-only", str(saved),
+    flagged = subprocess.run([sys.executable, "-m", "ssran_edge.bench.report", "--compare-only", str(saved),
                               str(worse_path), "--fail-on-regression"], capture_output=True, text=True, timeout=120)
     assert flagged.returncode == 3
     assert "latency regression: frame cave ort model_int8.onnx 256²: +25%" in flagged.stdout

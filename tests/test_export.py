@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from ssran_edge.export.onnx_export import read_metadata
 
-from export.onnx_export import read_metadata
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.shared_data
@@ -128,7 +128,7 @@ def test_unwritable_output_and_pickle_checkpoint(tmp_path):
 
 
 def test_latency_comparison_runs_every_onnx_artefact(exported):
-    from benchmarks.compare import compare
+    from ssran_edge.bench.compare import compare
 
     out, _ = exported
     rows = compare(out, size=32, repeat=1)
@@ -142,7 +142,8 @@ def test_latency_comparison_runs_every_onnx_artefact(exported):
 def test_int8_runner_agrees_with_torch_within_its_drift(exported):
     """The same tiles through the INT8 ORT runner and the fp32 torch runner: they differ by no more than
     the export's drift report says (PSNR of int8 against fp32 on the validation split)."""
-    from cpp_free_runtime.runners import OrtRunner, TorchRunner
+    from ssran_edge.runtime.runners import OrtRunner, TorchRunner
+
     from ssran_edge.data.protocols import load_protocol
     from ssran_edge.metrics import psnr
     from ssran_edge.tiling import run_tiled
@@ -199,8 +200,8 @@ def test_fp16_keeps_a_root_polynomial_skip_in_fp32(tmp_path, keep_io_types):
     converted graph computes the skip (everything before the first ReLU) in fp32 and stays within fp16
     rounding of the fp32 graph, with the model's own input and output names."""
     import torch
+    from ssran_edge.export import onnx_export as ox
 
-    from export import onnx_export as ox
     from ssran_edge.baseline import fit_baseline
     from ssran_edge.model import RootPolySkipSSRAN
 

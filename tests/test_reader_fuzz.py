@@ -224,7 +224,7 @@ def test_read_envi_on_lying_headers(folder, fields, body, small, data):
 def test_windowed_scene_on_lying_headers(folder, fields, body, npy, data):
     """`ssran-edge run SCENE --window N` maps a large scene instead of reading it: the same headers,
     and damaged .npy files, through WindowedSceneSource, every window read."""
-    from cpp_free_runtime.sources import WindowedSceneSource
+    from ssran_edge.runtime.sources import WindowedSceneSource
 
     if npy:
         path = fresh(folder) / "x.npy"
@@ -266,7 +266,7 @@ def test_read_envi_on_damaged_files(folder, header, data):
 @FUZZ
 @given(data=st.data())
 def test_image_frames_on_damaged_files(folder, kind, suffix, data):
-    from cpp_free_runtime.sources import read_image_frame
+    from ssran_edge.runtime.sources import read_image_frame
 
     path = fresh(folder) / f"x{suffix}"
     path.write_bytes(data.draw(damaged(kind)))
@@ -292,7 +292,7 @@ def test_cave_scene_on_damaged_pngs(folder, data):
 @FUZZ
 @given(data=st.data())
 def test_ort_runner_on_damaged_onnx(folder, data):
-    from cpp_free_runtime.runners import OrtRunner
+    from ssran_edge.runtime.runners import OrtRunner
 
     path = fresh(folder) / "m.onnx"
     path.write_bytes(data.draw(damaged("onnx")))

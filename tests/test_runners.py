@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from ssran_edge.export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata
+from ssran_edge.runtime.runners import OrtRunner, RunnerError, TorchRunner
 
-from cpp_free_runtime.runners import OrtRunner, RunnerError, TorchRunner
-from export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata
 from ssran_edge.assets import MODELS, demo_scene
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.srf import load_srf, simulate_msi

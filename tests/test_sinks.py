@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import spectral.io.envi as envi
 import zarr
-
-from cpp_free_runtime.frames import Frame, SinkError
-from cpp_free_runtime.preview import Preview
-from cpp_free_runtime.sinks import EnviSink, NpySink, ZarrSink, open_sink
+from ssran_edge.runtime.frames import Frame, SinkError
+from ssran_edge.runtime.preview import Preview
+from ssran_edge.runtime.sinks import EnviSink, NpySink, ZarrSink, open_sink
 
 REPO = Path(__file__).resolve().parents[1]
 BANDS = 7
@@ -215,8 +214,8 @@ FULL_DISK = textwrap.dedent("""
     import numpy as np
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail with EFBIG instead of being killed
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-    from cpp_free_runtime.frames import Frame, SinkError
-    from cpp_free_runtime.sinks import open_sink
+    from ssran_edge.runtime.frames import Frame, SinkError
+    from ssran_edge.runtime.sinks import open_sink
     cube = np.random.default_rng(0).random((256, 256, 8), np.float32)  # 2 MiB, incompressible: over 1 MiB
     failed = 0
     for spec in sys.argv[1:]:

@@ -7,10 +7,9 @@ import time
 import cv2
 import numpy as np
 import pytest
-
-from cpp_free_runtime.backends import select_runner
-from cpp_free_runtime.pipeline import StreamPipeline
-from cpp_free_runtime.sources import VideoSource
+from ssran_edge.runtime.backends import select_runner
+from ssran_edge.runtime.pipeline import StreamPipeline
+from ssran_edge.runtime.sources import VideoSource
 
 FRAMES, SIZE, PART = 50_000, 16, 10_000
 

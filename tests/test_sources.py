@@ -13,9 +13,9 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from cpp_free_runtime import sources  # noqa: E402
-from cpp_free_runtime.frames import SourceError  # noqa: E402
-from cpp_free_runtime.sources import (  # noqa: E402
+from ssran_edge.runtime import sources  # noqa: E402
+from ssran_edge.runtime.frames import SourceError  # noqa: E402
+from ssran_edge.runtime.sources import (  # noqa: E402
     FileSource,
     FolderSource,
     ReplaySource,
@@ -23,6 +23,7 @@ from cpp_free_runtime.sources import (  # noqa: E402
     WindowedSceneSource,
     open_source,
 )
+
 from ssran_edge.assets import demo_scene  # noqa: E402
 from ssran_edge.errors import SSRANEdgeError  # noqa: E402
 from ssran_edge.srf import load_srf, simulate_msi  # noqa: E402

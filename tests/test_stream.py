@@ -11,12 +11,12 @@ import time
 import cv2
 import numpy as np
 import pytest
+from ssran_edge.runtime.frames import Frame, Sink
+from ssran_edge.runtime.pipeline import StreamPipeline
+from ssran_edge.runtime.runners import TorchRunner
+from ssran_edge.runtime.sinks import NpySink
+from ssran_edge.runtime.sources import VideoSource, WindowedSceneSource
 
-from cpp_free_runtime.frames import Frame, Sink
-from cpp_free_runtime.pipeline import StreamPipeline
-from cpp_free_runtime.runners import TorchRunner
-from cpp_free_runtime.sinks import NpySink
-from cpp_free_runtime.sources import VideoSource, WindowedSceneSource
 from ssran_edge.assets import MODELS, demo_scene
 from ssran_edge.errors import DataError
 from ssran_edge.srf import load_srf, simulate_msi
@@ -114,7 +114,7 @@ def test_band_mismatch_on_first_frame_is_one_error(runner, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
     np.save(folder / "a.npy", np.random.rand(16, 16, 4).astype(np.float32))
-    from cpp_free_runtime.sources import FolderSource
+    from ssran_edge.runtime.sources import FolderSource
 
     with pytest.raises(DataError, match="expected 3 bands, got 4"):
         StreamPipeline(FolderSource(folder), runner, None, tile=32).run()
@@ -123,7 +123,8 @@ def test_band_mismatch_on_first_frame_is_one_error(runner, tmp_path):
 def test_large_scene_windows_stitch_into_one_cube(runner, tmp_path):
     scene = np.concatenate([np.concatenate(rgb_frames(1, 64) * 3, axis=1)] * 2, axis=0)[:100, :150]
     np.save(tmp_path / "scene.npy", scene)
-    from cpp_free_runtime.sinks import EnviSink
+    from ssran_edge.runtime.sinks import EnviSink
+
     from ssran_edge.data.readers import read_cube
 
     sink = EnviSink(tmp_path / "scene_hsi.hdr", large_scene=True)
@@ -197,7 +198,7 @@ def test_threads_are_gone_after_a_run(video, runner):
 
 
 def test_stream_benchmark_measures_bare_and_pipeline():
-    from benchmarks.stream import demo_frames, measure
+    from ssran_edge.bench.stream import demo_frames, measure
 
     frames = demo_frames(96, 2)
     assert frames[0].shape == (96, 96, 3) and not np.array_equal(frames[0], frames[1])
@@ -223,7 +224,7 @@ def test_steady_state_excludes_filling_the_pipeline(video, runner):
 
 
 def test_stage_window_keeps_totals_of_all_and_percentiles_of_the_recent():
-    from cpp_free_runtime.stats import Window
+    from ssran_edge.runtime.stats import Window
 
     window = Window(size=100)
     for value in range(1000):

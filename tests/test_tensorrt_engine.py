@@ -8,8 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from export.tensorrt_engine import (
+from ssran_edge.export.tensorrt_engine import (
     EngineError,
     Profile,
     build_engine,
@@ -20,6 +19,7 @@ from export.tensorrt_engine import (
     sidecar_path,
     tensorrt_status,
 )
+
 from ssran_edge.errors import SSRANEdgeError
 
 IN_BANDS, OUT_BANDS = 4, 6

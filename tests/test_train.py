@@ -7,15 +7,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from ssran_edge.train.config import make_config
+from ssran_edge.train.loop import train
+from ssran_edge.train.report import write_report
 
 from ssran_edge.checkpoint import load_model
 from ssran_edge.data.patches import gather_patches, patch_origins
 from ssran_edge.data.protocols import Pair, load_protocol
 from ssran_edge.errors import SSRANEdgeError
 from tests.conftest import REPO
-from train.config import make_config
-from train.loop import train
-from train.report import write_report
 
 pytestmark = pytest.mark.shared_data
 
@@ -71,7 +71,7 @@ def test_exposure_scales_msi_and_hsi_together_and_noise_touches_the_msi_only():
 
 
 def test_ema_with_warmup_forgets_the_init_quickly():
-    from train.loop import ema_with_warmup
+    from ssran_edge.train.loop import ema_with_warmup
 
     update = ema_with_warmup(0.999)
     averaged, current = [torch.zeros(1)], [torch.ones(1)]
@@ -220,8 +220,8 @@ def test_recipe_screen_compares_levers_on_validation_and_resumes(tmp_path, share
     from tests.conftest import REPO
 
     def screen():
-        return subprocess.run([sys.executable, "-m", "train.screen", "--protocol", "pavia", "--levers", "base", "l2",
-                               "--epochs", "2", "--patches-per-epoch", "32", "--output", str(tmp_path)],
+        return subprocess.run([sys.executable, "-m", "ssran_edge.train.screen", "--protocol", "pavia", "--levers",
+                               "base", "l2", "--epochs", "2", "--patches-per-epoch", "32", "--output", str(tmp_path)],
                               cwd=REPO, capture_output=True, text=True, timeout=600)
 
     first = screen()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ssran_edge.train.config import TrainConfig
 from tqdm import tqdm
 
 from ssran_edge import __version__
@@ -21,7 +22,6 @@ from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
 from ssran_edge.model import SKIP_BASELINE, build_model, count_parameters
 from ssran_edge.tiling import predict
-from train.config import TrainConfig
 
 log = logging.getLogger("ssran_edge.train")
 
