@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from ssran_edge.runtime.runners import OrtRunner, TorchRunner
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ssran_edge.bench import suite
 
+from ssran_edge.bench import suite
 from ssran_edge.errors import SSRANEdgeError
 
 

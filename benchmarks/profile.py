@@ -49,7 +49,7 @@ def profile(onnx_path: Path, msi: np.ndarray, runs: int, threads: int = 0, spinn
 
 def main() -> None:
     from ssran_edge.bench import suite
-    from ssran_edge.export.onnx_export import read_metadata
+    from ssran_edge.runtime.loaders import read_card
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("onnx", type=Path)
@@ -60,8 +60,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-spinning", action="store_true", help="intra-op threads sleep instead of spinning")
     args = p.parse_args()
-    meta = read_metadata(args.onnx)
-    config = args.config or {"cave": "cave", "pavia": "pavia", "paris": "paris"}[meta["ssran_edge.protocol"]]
+    card = read_card(args.onnx)
+    config = args.config or (card.protocol if card and card.protocol in ("cave", "pavia", "paris") else "cave")
     tile = suite.frame(config, args.size).transpose(2, 0, 1)[None]
     msi = np.ascontiguousarray(np.repeat(tile, args.batch, axis=0))
     result = profile(args.onnx, msi, args.runs, args.threads, not args.no_spinning)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ssran_edge.arguments import OneLineParser
-from ssran_edge.checkpoint import atomic_path, write_json
+from ssran_edge.atomic import atomic_path, write_json
 
 TARGETS = {"int8_speedup": 10.0, "int8_drift_db": 0.1, "int8_ceiling_share": 0.85, "fp32_ceiling_share": 0.90,
            "stream_overhead": 0.10}

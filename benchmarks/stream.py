@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from ssran_edge.bench import suite
 from ssran_edge.runtime.frames import Frame, Source
 from ssran_edge.runtime.pipeline import StreamPipeline
 from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner
 from ssran_edge.runtime.sinks import NpySink
-
 from ssran_edge.tiling import tile_windows
 
 

@@ -21,10 +21,12 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner
 
-from ssran_edge.checkpoint import load_model, sha256_file
+from ssran_edge.atomic import sha256_file
+from ssran_edge.card import ModelCard
+from ssran_edge.checkpoint import load_model
 from ssran_edge.errors import DataError
+from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner
 from ssran_edge.tiling import run_tiled
 
 log = logging.getLogger("ssran_edge.bench")
@@ -54,8 +56,8 @@ def weights_of(config: str) -> Path:
 
 
 @cache
-def card_of(config: str) -> dict:
-    return load_model(weights_of(config))[1]
+def card_of(config: str) -> ModelCard:
+    return ModelCard.read(weights_of(config))
 
 
 def flops_per_pixel(config: str) -> float:
@@ -132,11 +134,11 @@ def source_msi(config: str) -> np.ndarray:
     from ssran_edge.srf import load_srf, simulate_msi
 
     card = card_of(config)
-    if card.get("protocol") == "cave" and card["in_bands"] == 3:
+    if card.protocol == "cave" and card.in_bands == 3:
         from ssran_edge.assets import demo_scene
 
         scene = demo_scene()
-        return simulate_msi(scene.data, load_srf(card["srf"]).matrix_for(scene.wavelengths, scene.bands))
+        return simulate_msi(scene.data, load_srf(card.srf).matrix_for(scene.wavelengths, scene.bands))
     from ssran_edge.data.protocols import protocol_of_card
 
     data = protocol_of_card(card)
@@ -189,10 +191,10 @@ def accuracy(artefact: Artefact, runner: Runner) -> dict:
     pairs, where = _validation_pairs(artefact.config)
     if not pairs:
         return {"accuracy_on": where}
-    tile = card["inference"]["tile"]
+    tile = card.inference.tile
     references = _references(artefact.config)
     result = drift_gate.measure(artefact.label, artefact.precision, runner.infer, pairs, references,
-                                card["out_bands"], tile, threshold_db=float("inf"))
+                                card.out_bands, tile, threshold_db=float("inf"))
     return {"accuracy_on": where, "psnr": result.psnr_gt, "sam": result.sam_gt, "psnr_fp32": result.psnr_gt_fp32,
             "drift_db": result.drop_db, "psnr_vs_fp32": result.psnr_vs_fp32}
 
@@ -203,24 +205,23 @@ def _validation_pairs(config: str) -> tuple[list, str]:
 
     card = card_of(config)
     try:
-        return protocol_of_card(card).val, f"{card.get('protocol')} validation split"
+        return protocol_of_card(card).val, f"{card.protocol} validation split"
     except DataError:
-        if card.get("protocol") != "cave":
+        if card.protocol != "cave":
             return [], "no validation data (set SSRAN_DATA to the data sets)"
     from ssran_edge.assets import demo_scene
     from ssran_edge.srf import load_srf, simulate_msi
 
     scene = demo_scene()
-    msi = simulate_msi(scene.data, load_srf(card["srf"]).matrix_for(scene.wavelengths, scene.bands))
+    msi = simulate_msi(scene.data, load_srf(card.srf).matrix_for(scene.wavelengths, scene.bands))
     return [Pair("demo", msi, scene.data)], "bundled CAVE crop"
 
 
 @cache
 def _references(config: str) -> list[np.ndarray]:
     from ssran_edge.export import drift as drift_gate
-
     from ssran_edge.tiling import torch_infer
 
     model, card = load_model(weights_of(config))
     pairs, _ = _validation_pairs(config)
-    return drift_gate.reference_outputs(torch_infer(model), pairs, card["out_bands"], card["inference"]["tile"])
+    return drift_gate.reference_outputs(torch_infer(model), pairs, card.out_bands, card.inference.tile)

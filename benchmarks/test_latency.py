@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ssran_edge.bench import suite
 from ssran_edge.bench.stream import ArraySource, bare_seconds
 from ssran_edge.runtime.pipeline import StreamPipeline
@@ -61,7 +62,7 @@ def test_frame(benchmark, artefact: suite.Artefact, runner, size: int, accuracy:
     if artefact.whole_frame and size > WHOLE_FRAME_MAX:
         pytest.skip(f"whole-frame torch above {WHOLE_FRAME_MAX}² needs GBs; the tiled torch row is the baseline")
     card = suite.card_of(artefact.config)
-    tile = card["inference"]["tile"]
+    tile = card.inference.tile
     msi = suite.frame(artefact.config, size)
     out = suite.infer_frame(runner, msi[:tile, :tile], tile)  # warm-up: ORT plans its memory on the first run
     assert out.shape == (min(tile, size), min(tile, size), runner.out_bands) and np.isfinite(out).all()
@@ -84,7 +85,7 @@ def test_stream(benchmark, artefact: suite.Artefact, runner, request):
         pytest.skip("the stream always runs in tiles")
     size = request.config.getoption("--bench-stream-size")
     count = request.config.getoption("--bench-stream-frames")
-    tile = suite.card_of(artefact.config)["inference"]["tile"]
+    tile = suite.card_of(artefact.config).inference.tile
     frames = suite.frames(artefact.config, size, count)
     bare: list[float] = []
     steady: list[float] = []

@@ -1,18 +1,26 @@
-"""Pick a runner for a model file: an engine -> TensorRT, an ONNX -> ONNX Runtime, a checkpoint ->
-PyTorch or (exported once, cached) ONNX Runtime. `auto` takes the fastest backend available here."""
+"""Pick a runner for a model file: an engine -> TensorRT, an ONNX -> ONNX Runtime, weights -> the ONNX
+that ships beside them (ONNX Runtime, no torch needed) or PyTorch. `auto` takes the fastest backend here.
+
+The runtime never builds an artefact: weights without an ONNX beside them need `onnx_for`, a function
+the caller passes (the CLI passes export's cached exporter when the [export] extra is installed).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ssran_edge.atomic import sha256_file
+from ssran_edge.card import PREFIX, ModelCard
+from ssran_edge.runtime.engines import read_sidecar
+from ssran_edge.runtime.loaders import read_metadata
 from ssran_edge.runtime.runners import OrtRunner, Runner, RunnerError, TorchRunner, TrtRunner
 
 log = logging.getLogger("ssran_edge.runtime")
 BACKENDS = ("auto", "trt", "ort", "torch")
+WEIGHTS_HASH = PREFIX + "weights_sha256"  # in the metadata of an ONNX exported from a weights file
 
 
 @dataclass
@@ -20,38 +28,37 @@ class Selection:
     runner: Runner
     backend: str
     reason: str
-    wavelengths: list[float] | None
+    card: ModelCard | None  # None: an ONNX from another tool
     tile: int
+    model: Path | None = None  # the file asked for (weights, ONNX or engine)
+
+    @property
+    def wavelengths(self) -> list[float] | None:
+        return self.card.wavelengths_nm if self.card else None
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SSRAN_CACHE", Path.home() / ".cache" / "ssran-edge"))
-
-
-def cached_onnx(weights: Path) -> Path:
-    """The fp32 ONNX of a checkpoint, exported once and kept under ~/.cache/ssran-edge by hash."""
-    from ssran_edge.export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata
-
-    from ssran_edge.checkpoint import load_model, sha256_file
-
-    path = _cache_dir() / f"{sha256_file(weights)[:20]}.onnx"
-    if not path.is_file():
-        model, card = load_model(weights)
-        log.info("exporting %s to ONNX once (cached at %s)", weights, path)
-        save_onnx(set_metadata(export_fp32(model), card_metadata(card, "fp32")), path)
-    return path
+def onnx_beside(weights: Path) -> Path | None:
+    """`model.onnx` next to `model.safetensors` when it was exported from exactly these weights (the
+    bundled models ship so); None otherwise."""
+    onnx_path = weights.with_suffix(".onnx")
+    if not onnx_path.is_file():
+        return None
+    if read_metadata(onnx_path).get(WEIGHTS_HASH) != sha256_file(weights):
+        log.warning("%s was not exported from %s (weights hash differs); not using it", onnx_path.name, weights.name)
+        return None
+    return onnx_path
 
 
 def _cuda_torch() -> bool:
     try:
         import torch
-
-        return torch.cuda.is_available()
     except ImportError:
         return False
+    return torch.cuda.is_available()
 
 
-def select_runner(model: str | Path | None, backend: str = "auto", device: str = "", threads: int = 0) -> Selection:
+def select_runner(model: str | Path | None, backend: str = "auto", device: str = "", threads: int = 0,
+                  onnx_for: Callable[[Path], Path] | None = None) -> Selection:
     from ssran_edge.assets import DEFAULT_MODEL, MODELS
 
     if backend not in BACKENDS:
@@ -59,45 +66,50 @@ def select_runner(model: str | Path | None, backend: str = "auto", device: str =
     path = Path(MODELS.get(str(model), model) if model else DEFAULT_MODEL)
     if not path.exists():
         raise RunnerError(f"model {path}: no such file")
+    selection = _select(path, backend, device, threads, onnx_for)
+    selection.model = path
+    return selection
+
+
+def _select(path: Path, backend: str, device: str, threads: int,
+            onnx_for: Callable[[Path], Path] | None) -> Selection:
     suffix = path.suffix.lower()
     if suffix in (".engine", ".plan"):
         if backend not in ("auto", "trt"):
             raise RunnerError(f"{path.name} is a TensorRT engine: use --backend trt (or auto)")
-        from ssran_edge.export.tensorrt_engine import read_sidecar
-
         sidecar = read_sidecar(path)
-        return Selection(TrtRunner(path), "trt", "a TensorRT engine", sidecar.get("ssran_edge.wavelengths_nm"),
-                         int(sidecar.get("ssran_edge.export_tile", 256)))
+        return Selection(TrtRunner(path), "trt", "a TensorRT engine", ModelCard.from_metadata(sidecar, str(path)),
+                         int(sidecar.get(PREFIX + "export_tile", 256)))
     if suffix == ".onnx":
         if backend in ("torch", "trt"):
             raise RunnerError(f"{path.name} is an ONNX model: use --backend ort (or auto); for TensorRT, "
                               "build an engine with python -m export --engine")
-        from ssran_edge.export.onnx_export import read_metadata
-
-        meta = read_metadata(path)
-        provider = "cuda" if device.startswith("cuda") or (not device and _ort_has_cuda()) else "cpu"
-        return Selection(OrtRunner(path, provider, threads), f"ort-{provider}", "an ONNX model",
-                         meta.get("ssran_edge.wavelengths_nm"), _tile(meta.get("ssran_edge.inference")))
-    from ssran_edge.checkpoint import read_card
-
-    card: dict[str, Any] = read_card(path)
-    wavelengths, tile = card.get("wavelengths_nm"), _tile(card.get("inference"))
+        return _ort(path, device, threads, "an ONNX model")
+    card = ModelCard.read(path)
     if backend == "trt":
         raise RunnerError("--backend trt needs an engine: build one with python -m export --fp16 --engine")
     if backend == "torch" or (backend == "auto" and (device.startswith("cuda") or (not device and _cuda_torch()))):
         torch_device = device or ("cuda" if _cuda_torch() else "cpu")
         why = "CUDA PyTorch (no engine given)" if torch_device.startswith("cuda") else "requested"
-        return Selection(TorchRunner(path, torch_device), f"torch-{torch_device}", why, wavelengths, tile)
-    onnx_path = cached_onnx(path)
-    why = "ONNX Runtime CPU, faster than PyTorch eager on a CPU" if backend == "auto" else "requested"
-    return Selection(OrtRunner(onnx_path, "cpu", threads), "ort-cpu", why, wavelengths, tile)
+        return Selection(TorchRunner(path, torch_device), f"torch-{torch_device}", why, card, card.inference.tile)
+    onnx_path = onnx_beside(path)
+    if onnx_path is None:
+        if onnx_for is None:
+            raise RunnerError(f"{path.name}: no ONNX exported from these weights beside them; export one "
+                              "(python -m export) or run with --backend torch")
+        onnx_path = onnx_for(path)
+    why = "ONNX Runtime, faster than PyTorch eager on a CPU" if backend == "auto" else "requested"
+    return _ort(onnx_path, device, threads, why)
+
+
+def _ort(path: Path, device: str, threads: int, why: str) -> Selection:
+    provider = "cuda" if device.startswith("cuda") or (not device and _ort_has_cuda()) else "cpu"
+    runner = OrtRunner(path, provider, threads)
+    tile = runner.card.inference.tile if runner.card else 256
+    return Selection(runner, f"ort-{provider}", why, runner.card, tile)
 
 
 def _ort_has_cuda() -> bool:
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def _tile(inference: Any) -> int:
-    return int(inference.get("tile", 256)) if isinstance(inference, dict) else 256

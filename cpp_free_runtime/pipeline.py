@@ -21,13 +21,13 @@ import threading
 import time
 
 import numpy as np
-from ssran_edge.runtime.frames import Sink, Source
-from ssran_edge.runtime.runners import Runner
-from ssran_edge.runtime.stats import StreamStats
 
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
 from ssran_edge.metrics import psnr, sam
+from ssran_edge.runtime.frames import Sink, Source
+from ssran_edge.runtime.runners import Runner
+from ssran_edge.runtime.stats import StreamStats
 from ssran_edge.tiling import iter_tiles, stitch, tile_windows
 
 log = logging.getLogger("ssran_edge.runtime")

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ssran_edge.atomic import atomic_path
+from ssran_edge.extras import require
 from ssran_edge.runtime.frames import Frame, SinkError
 from ssran_edge.runtime.sinks import io_errors
-
-from ssran_edge.checkpoint import atomic_path
 
 
 class Preview:
@@ -23,6 +24,7 @@ class Preview:
     def __init__(self, path_prefix: str | Path, *, wavelengths: Sequence[float],
                  pixels: Sequence[tuple[int, int]] | None = None,
                  rgb_wavelengths: tuple[float, float, float] = (640, 550, 460)) -> None:
+        require("preview", "--preview")
         self.prefix = Path(path_prefix)
         self.wavelengths = np.asarray(wavelengths, dtype=float)
         self.pixels = [tuple(p) for p in pixels] if pixels is not None else None

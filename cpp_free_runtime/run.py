@@ -16,6 +16,8 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from ssran_edge.arguments import non_negative_int, positive_int
 from ssran_edge.errors import DataError
@@ -45,17 +47,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-json", help="write the run summary here")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | None = None) -> int:
+    """onnx_for: how to get an ONNX for weights that have none beside them (see backends.select_runner)."""
+    from tqdm import tqdm
+
+    from ssran_edge.atomic import write_json
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.runtime.pipeline import StreamPipeline
     from ssran_edge.runtime.preview import Preview
     from ssran_edge.runtime.sinks import open_sink
     from ssran_edge.runtime.sources import open_source
-    from tqdm import tqdm
 
-    from ssran_edge.checkpoint import write_json
-
-    selection = select_runner(args.model, args.backend, args.device, args.threads)
+    selection = select_runner(args.model, args.backend, args.device, args.threads, onnx_for=onnx_for)
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout)
     sink = (open_sink(args.output, large_scene=bool(args.window), single_frame=source.single_frame)

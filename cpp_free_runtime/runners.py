@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ssran_edge.card import ModelCard
 from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.runtime.engines import load_engine, read_sidecar
+from ssran_edge.runtime.loaders import ort_session, read_card
 
 
 class RunnerError(SSRANEdgeError):
@@ -25,6 +28,7 @@ class Runner:
     name = "runner"
     in_bands: int = 0
     out_bands: int = 0
+    card: ModelCard | None = None  # None: an ONNX from another tool (bands from its static shapes)
 
     def __init__(self) -> None:
         self.active = False
@@ -73,10 +77,14 @@ class TorchRunner(Runner):
 
     def __init__(self, weights: str | Path, device: str = "cpu", half: bool = False):
         super().__init__()
-        from ssran_edge.checkpoint import load_model
+        try:
+            from ssran_edge.checkpoint import load_model
+        except ImportError:
+            raise RunnerError("the torch backend needs PyTorch: pip install 'ssran-edge[train]' "
+                              "(on a Jetson, NVIDIA's own torch wheel)") from None
 
         self.model, self.card = load_model(weights)
-        self.in_bands, self.out_bands = self.card["in_bands"], self.card["out_bands"]
+        self.in_bands, self.out_bands = self.card.in_bands, self.card.out_bands
         self.device, self.half = device, half
 
     def activate_impl(self) -> None:
@@ -107,12 +115,10 @@ class OrtRunner(Runner):
 
     def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int = 0, spinning: bool = False):
         super().__init__()
-        from ssran_edge.export.onnx_export import read_metadata
-
         self.path = Path(onnx_path)
-        meta = read_metadata(self.path) if self.path.is_file() else {}
-        self.in_bands = int(meta.get("ssran_edge.in_bands", 0))
-        self.out_bands = int(meta.get("ssran_edge.out_bands", 0))
+        self.card = read_card(self.path) if self.path.is_file() else None
+        if self.card is not None:
+            self.in_bands, self.out_bands = self.card.in_bands, self.card.out_bands
         if provider not in self.PROVIDERS:
             raise RunnerError(f"ort: unknown provider {provider!r}; choose one of {', '.join(self.PROVIDERS)}")
         self.provider, self.threads, self.spinning = provider, threads, spinning
@@ -120,7 +126,6 @@ class OrtRunner(Runner):
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
-        from ssran_edge.export.onnx_export import ort_session
 
         wanted, available = self.PROVIDERS[self.provider], ort.get_available_providers()
         if wanted not in available:
@@ -154,20 +159,17 @@ class TrtRunner(Runner):
 
     def __init__(self, engine_path: str | Path, device: int = 0):
         super().__init__()
-        from ssran_edge.export.tensorrt_engine import read_sidecar
-
         self.path, self.device_index = Path(engine_path), device
-        sidecar = read_sidecar(self.path)  # build_engine merges the artefact metadata into it
-        self.in_bands = int(sidecar.get("ssran_edge.in_bands", 0))
-        self.out_bands = int(sidecar.get("ssran_edge.out_bands", 0))
+        # build_engine merges the artefact's card metadata into the sidecar
+        self.card = ModelCard.from_metadata(read_sidecar(self.path), str(self.path))
+        if self.card is not None:
+            self.in_bands, self.out_bands = self.card.in_bands, self.card.out_bands
 
     def activate_impl(self) -> None:
         try:
             import pycuda.driver as cuda
         except ImportError as exc:
             raise RunnerError(f"TensorRT not available: {exc}") from None
-        from ssran_edge.export.tensorrt_engine import load_engine
-
         cuda.init()
         self.cuda = cuda
         self.context_cuda = cuda.Device(self.device_index).make_context()

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ssran_edge.runtime.frames import Frame, Sink, SinkError
 
-from ssran_edge.checkpoint import atomic_path
+from ssran_edge.atomic import atomic_path
+from ssran_edge.extras import require
 from ssran_edge.io import pwrite_array, write_array
+from ssran_edge.runtime.frames import Frame, Sink, SinkError
 
 log = logging.getLogger("ssran_edge.runtime")
 
@@ -446,6 +447,7 @@ def open_sink(spec: str | Path, *, large_scene: bool = False, single_frame: bool
     path = Path(spec)
     name, suffix = path.name.lower(), path.suffix.lower()
     if suffix == ".zarr":
+        require("zarr", "zarr output")
         return ZarrSink(path, large_scene=large_scene)
     if suffix in (".hdr", ".img") or name == "envi" or name.endswith(("_envi", "-envi", ".envi")):
         return EnviSink(path, large_scene=large_scene, single_frame=single_frame)

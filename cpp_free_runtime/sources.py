@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ssran_edge.runtime.frames import Frame, Source, SourceError, release_pages
 
 from ssran_edge.data.readers import Cube, check_cube, check_npy_header, envi_files, read_cube
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.runtime.frames import Frame, Source, SourceError, release_pages
 
 log = logging.getLogger("ssran_edge.runtime")
 

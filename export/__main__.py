@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ssran_edge.arguments import OneLineParser, non_negative_int, positive_int
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.extras import MissingExtra, require
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,23 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
     p.add_argument("--max-drop-fp16", type=float, default=0.05, help="dB of PSNR the FP16 artefacts may lose")
     p.add_argument("--max-drop-int8", type=float, default=0.3, help="dB of PSNR the INT8 artefacts may lose")
+    p.add_argument("--beside-weights", action="store_true",
+                   help="only the fp32 ONNX, written beside the weights as <name>.onnx with their hash: how the "
+                        "bundled models ship, so a runtime-only install runs them without torch")
     p.add_argument("--drift-regions", type=non_negative_int, default=0, help="validation regions to gate on (0 = all)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        require("export", "python -m export")
+    except MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return 2
     # Our progress at INFO; the exporters' own chatter (onnxscript, onnx_ir, onnxslim) only if it matters.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("ssran_edge").setLevel(logging.INFO)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
     try:
+        from ssran_edge.assets import DEFAULT_MODEL, MODELS
         from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
         from ssran_edge.export.pipeline import ExportOptions, run_export
 
-        from ssran_edge.assets import DEFAULT_MODEL, MODELS
-
         weights = Path(MODELS.get(args.weights, args.weights or DEFAULT_MODEL))
+        if args.beside_weights:
+            from ssran_edge.export.onnx_export import export_weights
+
+            print(f"wrote {export_weights(weights, weights.with_suffix('.onnx'))}")
+            return 0
         output = Path(args.output or f"exports/{weights.stem}")
         opts = ExportOptions(
             weights=weights, output=output, fp16=args.fp16, int8=args.int8, engine=args.engine,

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
-from ssran_edge.export.fuse import deploy_form, global_average_pools
 
-from ssran_edge import __version__
-from ssran_edge.checkpoint import atomic_path
+from ssran_edge.atomic import atomic_path, sha256_file
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.export.fuse import deploy_form, global_average_pools
 
 log = logging.getLogger("ssran_edge.export")
 INPUT, OUTPUT = "msi", "hsi"
@@ -32,25 +31,6 @@ class ExportError(SSRANEdgeError):
     """An export that cannot be produced or does not pass its checks."""
 
 
-def card_metadata(card: dict[str, Any], precision: str, **extra: Any) -> dict[str, Any]:
-    """metadata_props for every artefact: what a runtime needs to trust and use the file."""
-    meta = {
-        "ssran_edge.version": __version__,
-        "ssran_edge.precision": precision,
-        "ssran_edge.in_bands": card["in_bands"],
-        "ssran_edge.out_bands": card["out_bands"],
-        "ssran_edge.wavelengths_nm": card.get("wavelengths_nm"),
-        "ssran_edge.srf": card.get("srf"),
-        "ssran_edge.msi_band_names": card.get("msi_band_names"),
-        "ssran_edge.protocol": card.get("protocol"),
-        "ssran_edge.arch": card.get("arch"),
-        "ssran_edge.inference": card.get("inference"),
-        "ssran_edge.test_metrics": card.get("test_metrics"),
-        **{f"ssran_edge.{k}": v for k, v in extra.items()},
-    }
-    return meta
-
-
 def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.ModelProto:
     """Write metadata_props (strings as they are, anything else as JSON)."""
     existing = {p.key: p for p in model.metadata_props}
@@ -58,65 +38,6 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.Model
         prop = existing.get(key) or model.metadata_props.add()
         prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
     return model
-
-
-def _graph_tensors(graph: onnx.GraphProto):
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield from (sparse.values, sparse.indices)
-    yield from _node_tensors(graph.node)
-
-
-def _node_tensors(nodes):
-    for node in nodes:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("sparse_tensor"):
-                yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
-            for sparse in attr.sparse_tensors:
-                yield from (sparse.values, sparse.indices)
-            for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _graph_tensors(graph)
-
-
-def check_external_data(model: onnx.ModelProto, path: str | Path) -> None:
-    """Refuse a model whose tensors keep their data outside its own folder (an absolute path, `..`,
-    or a link that leads out): loading it would read any file the process can, e.g. `../secret.bin`.
-    Checked on the proto (loaded without external data) before ONNX Runtime or TensorRT open it."""
-    folder = Path(path).resolve().parent
-    tensors = [*_graph_tensors(model.graph), *(t for f in model.functions for t in _node_tensors(f.node))]
-    for tensor in tensors:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
-        target = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or not target.is_relative_to(folder) or target == folder:
-            raise ExportError(f"{path}: tensor {tensor.name!r} keeps its data outside the model's folder "
-                              f"({location!r}); refusing to load it")
-
-
-def load_proto(path: str | Path) -> onnx.ModelProto:
-    """The ONNX proto without its external data, checked to be readable and self-contained."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
-    check_external_data(model, path)
-    return model
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """metadata_props of an ONNX file, JSON values decoded."""
-    model = load_proto(path)
-    out = {}
-    for prop in model.metadata_props:
-        try:
-            out[prop.key] = json.loads(prop.value)
-        except json.JSONDecodeError:
-            out[prop.key] = prop.value
-    return out
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
@@ -148,6 +69,27 @@ def export_fp32(model: torch.nn.Module, imgsz: int = 64, dynamic: bool = True,
     proto = global_average_pools(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def export_weights(weights: str | Path, dst: str | Path) -> Path:
+    """The fp32 ONNX of a weights file, with its card and the weights' sha256 in the metadata: how the
+    runtime knows that an ONNX found beside `model.safetensors` is that model (the bundled ones ship so)."""
+    from ssran_edge.checkpoint import load_model
+
+    model, card = load_model(weights)
+    proto = export_fp32(model)
+    return save_onnx(set_metadata(proto, card.metadata("fp32", weights_sha256=sha256_file(weights))), Path(dst))
+
+
+def cached_onnx(weights: str | Path) -> Path:
+    """export_weights once per weights file, kept under $SSRAN_CACHE (default ~/.cache/ssran-edge) by hash:
+    the runtime's ONNX Runtime path for weights that ship without an ONNX."""
+    cache = Path(os.environ.get("SSRAN_CACHE", Path.home() / ".cache" / "ssran-edge"))
+    path = cache / f"{sha256_file(weights)[:20]}.onnx"
+    if not path.is_file():
+        log.info("exporting %s to ONNX once (cached at %s)", weights, path)
+        export_weights(weights, path)
+    return path
 
 
 def skip_nodes(proto: onnx.ModelProto) -> list[str]:
@@ -231,43 +173,3 @@ def ort_optimize(src: Path, dst: Path) -> Path:
         options.optimized_model_filepath = str(tmp)
         ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
     return dst
-
-
-
-
-def ort_session(path: str | Path, providers: list[str] | None = None, threads: int = 0, spinning: bool = False):
-    """An ONNX Runtime session; a corrupt or empty file is one clear error.
-
-    Intra-op threads sleep between parallel sections instead of spinning (unless spinning=True): in a
-    stream, spinning workers hold both cores of a small CPU while the reader and writer threads wait
-    for them, measured as +11-15 % per frame over the bare runner against +5-8 % without, at the same
-    bare speed (int8, 512 px frames, 2 cores)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise ExportError(f"{path}: missing or empty ONNX file")
-    load_proto(path)  # unreadable, or data outside its folder: our one line, before ONNX Runtime reads it
-    options = ort.SessionOptions()
-    # ONNX Runtime's own warnings (e.g. about a foreign model's unused initializers) only with -v
-    options.log_severity_level = 2 if log.isEnabledFor(logging.DEBUG) else 3
-    if threads:
-        options.intra_op_num_threads = threads
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-        raise ExportError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
-
-
-def ort_infer(session):
-    """A numpy batch function (N, C, h, w) -> (N, out, h, w) over an ORT session, casting to the
-    input's dtype (fp16 models with fp16 I/O)."""
-    input_meta = session.get_inputs()[0]
-    dtype = np.float16 if input_meta.type == "tensor(float16)" else np.float32
-
-    def infer(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_meta.name: batch.astype(dtype, copy=False)})[0].astype(np.float32)
-
-    return infer

@@ -12,25 +12,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ssran_edge import __version__
+from ssran_edge.atomic import atomic_path, sha256_file, write_json
+from ssran_edge.card import ModelCard
+from ssran_edge.checkpoint import load_model
+from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
+from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.export import drift as drift_gate
 from ssran_edge.export.onnx_export import (
     ExportError,
-    card_metadata,
     convert_fp16,
     export_fp32,
-    ort_infer,
     ort_optimize,
-    ort_session,
     save_onnx,
     set_metadata,
 )
-from ssran_edge.export.tensorrt_engine import sidecar_path
-
-from ssran_edge import __version__
-from ssran_edge.checkpoint import atomic_path, load_model, sha256_file, write_json
-from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
-from ssran_edge.errors import DataError, SSRANEdgeError
-from ssran_edge.tiling import torch_infer
+from ssran_edge.runtime.engines import sidecar_path
+from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner, TrtRunner
 
 log = logging.getLogger("ssran_edge.export")
 
@@ -73,15 +71,15 @@ def check_options(opts: ExportOptions) -> None:
         raise ExportError("--batch, --calib-samples must be >= 1 and --imgsz >= 0")
 
 
-def validation_data(card: dict, opts: ExportOptions) -> ProtocolData:
-    protocol = opts.data or card.get("protocol")
+def validation_data(card: ModelCard, opts: ExportOptions) -> ProtocolData:
+    protocol = opts.data or card.protocol
     try:
         data = protocol_of_card(card, opts.data_root or None, protocol)
     except DataError as exc:
         raise DataError(f"no validation/calibration data for protocol {protocol!r}: {exc}") from None
-    if (data.in_bands, data.out_bands) != (card["in_bands"], card["out_bands"]):
+    if (data.in_bands, data.out_bands) != (card.in_bands, card.out_bands):
         raise DataError(f"protocol {protocol} has {data.in_bands} -> {data.out_bands} bands; "
-                        f"the model takes {card['in_bands']} -> {card['out_bands']}")
+                        f"the model takes {card.in_bands} -> {card.out_bands}")
     return data
 
 
@@ -100,13 +98,13 @@ def run_export(opts: ExportOptions) -> dict:
     check_options(opts)
     started = time.perf_counter()
     model, card = load_model(opts.weights)
-    tile = opts.imgsz or card["inference"]["tile"]
+    tile = opts.imgsz or card.inference.tile
     data = validation_data(card, opts)
     val: list[Pair] = data.val[: opts.drift_regions] if opts.drift_regions else data.val
     engine_wanted = opts.engine or opts.device.startswith(("cuda", "dla"))
     trt_ok, trt_reason = False, "not requested"
     if engine_wanted or opts.fp16 or opts.int8:
-        from ssran_edge.export.tensorrt_engine import tensorrt_status
+        from ssran_edge.runtime.engines import tensorrt_status
 
         trt_ok, trt_reason = tensorrt_status()
         if engine_wanted and not trt_ok:
@@ -127,13 +125,14 @@ def run_export(opts: ExportOptions) -> dict:
 
 
 def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, trt_reason: str) -> dict:
-    common = dict(export_tile=tile, export_halo=opts.halo)
-    fp32_torch = torch_infer(model)
-    references = drift_gate.reference_outputs(fp32_torch, val, card["out_bands"], tile)
+    common = dict(export_tile=tile, export_halo=opts.halo, weights_sha256=sha256_file(opts.weights))
+    with TorchRunner(opts.weights) as fp32_torch:  # every artefact, the reference too, runs through a runner
+        references = drift_gate.reference_outputs(fp32_torch.infer, val, card.out_bands, tile)
 
-    def gate(name: str, precision: str, infer) -> drift_gate.Drift:
-        result = drift_gate.measure(name, precision, infer, val, references, card["out_bands"], tile,
-                                    opts.max_drop_db[precision])
+    def gate(name: str, precision: str, runner: Runner) -> drift_gate.Drift:
+        with runner:
+            result = drift_gate.measure(name, precision, runner.infer, val, references, card.out_bands, tile,
+                                        opts.max_drop_db[precision])
         log.info("%s: PSNR %.3f dB vs GT (fp32 torch %.3f), %.2f dB vs fp32, gate %s", name, result.psnr_gt,
                  result.psnr_gt_fp32, result.psnr_vs_fp32, "pass" if result.passed else "FAIL")
         return result
@@ -141,10 +140,10 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
     staged: list[tuple[str, drift_gate.Drift, dict]] = []  # (file name, drift, extra manifest fields)
 
     def add_onnx(name: str, precision: str, extra: dict) -> None:
-        staged.append((name, gate(name, precision, ort_infer(ort_session(stage / name))), extra))
+        staged.append((name, gate(name, precision, OrtRunner(stage / name)), extra))
 
     proto = export_fp32(model, imgsz=min(tile, 64), dynamic=opts.dynamic, simplify=opts.simplify)
-    save_onnx(set_metadata(proto, card_metadata(card, "fp32", **common)), stage / "model.onnx")
+    save_onnx(set_metadata(proto, card.metadata("fp32", **common)), stage / "model.onnx")
     add_onnx("model.onnx", "fp32", {"exporter": "torch.onnx dynamo", "simplified": opts.simplify})
     ort_optimize(stage / "model.onnx", stage / "model_cpu.onnx")
     add_onnx("model_cpu.onnx", "fp32", {"note": "ONNX Runtime ORT_ENABLE_ALL graph for the CPU provider "
@@ -152,16 +151,17 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
     if opts.fp16:
         io = "fp16" if opts.fp16_io else "fp32"
         fp16 = convert_fp16(proto, keep_io_types=not opts.fp16_io)
-        save_onnx(set_metadata(fp16, card_metadata(card, "fp16", io=io, **common)), stage / "model_fp16.onnx")
+        save_onnx(set_metadata(fp16, card.metadata("fp16", io=io, **common)), stage / "model_fp16.onnx")
         add_onnx("model_fp16.onnx", "fp16", {"io": io})
     if opts.int8:
         import onnx
+
         from ssran_edge.export.quantize import TileCalibrationReader, quantize_int8
 
-        reader = TileCalibrationReader(data.train, card["in_bands"], opts.calib_samples, opts.calib_tile)
+        reader = TileCalibrationReader(data.train, card.in_bands, opts.calib_samples, opts.calib_tile)
         calib = quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method)
         int8 = onnx.load(str(stage / "model_int8.onnx"))
-        save_onnx(set_metadata(int8, card_metadata(card, "int8", **common, **calib)), stage / "model_int8.onnx")
+        save_onnx(set_metadata(int8, card.metadata("int8", **common, **calib)), stage / "model_int8.onnx")
         add_onnx("model_int8.onnx", "int8", calib)
         from ssran_edge.export.quantize import ort_optimize_int8
 
@@ -187,12 +187,12 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
                               "bytes": (opts.output / name).stat().st_size, **extra})
     drifts = [r for _, r, _ in staged]
     with atomic_path(opts.output / "drift.md") as tmp:
-        tmp.write_text(f"# Accuracy drift: {card.get('protocol')} validation split ({len(val)} regions, "
+        tmp.write_text(f"# Accuracy drift: {card.protocol} validation split ({len(val)} regions, "
                        f"tile {tile})\n\n{drift_gate.MD_HEADER}\n" + "\n".join(d.markdown() for d in drifts) + "\n")
     write_json(opts.output / "drift.json", [d.to_dict() for d in drifts])
     return {"ssran_edge_version": __version__, "source_weights": str(opts.weights),
-            "source_sha256": sha256_file(opts.weights), "protocol": card.get("protocol"),
-            "bands": [card["in_bands"], card["out_bands"]], "tile": tile, "halo": opts.halo,
+            "source_sha256": sha256_file(opts.weights), "protocol": card.protocol,
+            "bands": [card.in_bands, card.out_bands], "tile": tile, "halo": opts.halo,
             "artefacts": artefacts, "drift": [d.to_dict() for d in drifts],
             "tensorrt": "built" if trt_ok else f"skipped: {trt_reason}", "options": _jsonable(opts)}
 
@@ -203,7 +203,7 @@ def _build_engines(opts, card, tile, stage, gate) -> list:
     out = []
     dla = int(opts.device.split(":")[1]) if opts.device.startswith("dla") else None
     # Tiles are tile + 2 halo wide inside a frame and smaller at its borders or in small frames.
-    profile = Profile.for_tiles(card["in_bands"], tile + 2 * opts.halo, opts.batch, min_tile=16)
+    profile = Profile.for_tiles(card.in_bands, tile + 2 * opts.halo, opts.batch, min_tile=16)
     cache = opts.output / "timing.cache"
     for precision, source in (("fp16", "model.onnx"), ("int8", "model_int8.onnx")):
         if not getattr(opts, precision):
@@ -211,11 +211,8 @@ def _build_engines(opts, card, tile, stage, gate) -> list:
         name = f"model_{precision}.engine"
         build_engine(stage / source, stage / name, precision=precision, profiles=[profile],
                      workspace_gib=opts.workspace, timing_cache=cache, dla_core=dla,
-                     extra_metadata=card_metadata(card, precision))
-        from ssran_edge.runtime.runners import TrtRunner
-
-        with TrtRunner(stage / name) as runner:
-            out.append((name, gate(name, precision, runner.infer), {"dla_core": dla}))
+                     extra_metadata=card.metadata(precision))
+        out.append((name, gate(name, precision, TrtRunner(stage / name)), {"dla_core": dla}))
     return out
 
 

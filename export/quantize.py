@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from ssran_edge.export.fuse import nhwc_residual_adds
-from ssran_edge.export.onnx_export import ort_optimize, save_onnx, set_metadata, skip_nodes
 
 from ssran_edge.data.protocols import Pair
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
+from ssran_edge.export.fuse import nhwc_residual_adds
+from ssran_edge.export.onnx_export import ort_optimize, save_onnx, set_metadata, skip_nodes
 
 log = logging.getLogger("ssran_edge.export")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

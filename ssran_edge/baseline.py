@@ -84,7 +84,7 @@ class Baseline:
         return out
 
     def save(self, path: str | Path) -> Path:
-        from ssran_edge.checkpoint import atomic_path
+        from ssran_edge.atomic import atomic_path
 
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -7,89 +7,30 @@ version. Training checkpoints (for --resume) are torch files loaded with weights
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import pickle
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ssran_edge.atomic import atomic_path
+from ssran_edge.card import FORMAT, ModelCard
 from ssran_edge.errors import CheckpointError
 from ssran_edge.model import build_model
 
-FORMAT = "ssran-edge"
-MODEL_KEYS = ("arch", "in_bands", "out_bands", "width", "num_blocks", "eca_kernel")
 
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temp path in the destination folder; on success rename it onto `path` (atomic on
-    POSIX), on failure remove it. Readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any new file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (weights, ONNX and engines are hashed in manifests)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
-
-
-def sidecar_path(weights: str | Path) -> Path:
-    return Path(weights).with_suffix(".json")
-
-
-def save_model(model: torch.nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
+def save_model(model: torch.nn.Module, path: str | Path, card: ModelCard) -> Path:
     """Write weights (safetensors) and the JSON card beside them."""
     from safetensors.torch import save_file
 
-    missing = [k for k in MODEL_KEYS if k not in card]
-    if missing:
-        raise ValueError(f"model card lacks {missing}")
-    card = {"format": FORMAT, **card}
+    card.check(str(path))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
-    write_json(sidecar_path(path), card)
+    card.write(path)
     return path
-
-
-def read_card(path: str | Path) -> dict[str, Any]:
-    card_file = sidecar_path(path)
-    if not card_file.is_file():
-        raise CheckpointError(f"{path}: no model card {card_file.name} beside it; not an ssran-edge model")
-    try:
-        card = json.loads(card_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{card_file}: corrupt model card ({exc})") from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT or any(k not in card for k in MODEL_KEYS):
-        raise CheckpointError(f"{card_file}: not an ssran-edge model card")
-    return card
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -119,13 +60,13 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, ModelCard]:
     """(model in eval mode, card) from weights + sidecar; refuses anything that is not ours."""
-    card = read_card(path)
+    card = ModelCard.read(path)
     state = load_state_dict(path)
     try:
-        model = build_model(card["arch"], card["in_bands"], card["out_bands"], width=card["width"],
-                            num_blocks=card["num_blocks"], eca_kernel=card["eca_kernel"])
+        model = build_model(card.arch, card.in_bands, card.out_bands, width=card.width,
+                            num_blocks=card.num_blocks, eca_kernel=card.eca_kernel)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]

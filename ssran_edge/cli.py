@@ -18,20 +18,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 
 from ssran_edge.arguments import OneLineParser, positive_int
 from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.extras import MissingExtra, require
 
 
-def _load(model_path: str | None):
-    from ssran_edge.assets import DEFAULT_MODEL, MODELS
-    from ssran_edge.checkpoint import load_model
-
-    path = MODELS.get(model_path, model_path) if model_path else DEFAULT_MODEL
-    return (path, *load_model(path))
+def export_once(weights: Path) -> Path:
+    """An ONNX for weights that ship without one: exported once and cached, when the [export] extra is
+    installed. The runtime gets this function from here: it never imports export itself."""
+    try:
+        from ssran_edge.export.onnx_export import cached_onnx
+    except ImportError:
+        raise SSRANEdgeError(f"{weights.name}: no ONNX beside these weights, and exporting one needs the [export] "
+                             "extra: pip install 'ssran-edge[export]' (or pass an .onnx with --model)") from None
+    return cached_onnx(weights)
 
 
 def cmd_predict(args) -> int:
@@ -39,40 +45,49 @@ def cmd_predict(args) -> int:
 
     from ssran_edge.assets import demo_scene
     from ssran_edge.data.readers import check_cube, read_cube
-    from ssran_edge.metrics import quality_assessment
-    from ssran_edge.srf import load_srf, simulate_msi
-    from ssran_edge.tiling import predict
-
-    path, model, card = _load(args.model)
-    cube = read_cube(args.input, args.variable) if args.input else demo_scene()
-    reference = None
-    if cube.bands != model.in_bands:
-        srf_name = args.srf or (card["srf"] if not args.input else None)
-        if not srf_name:
-            raise DataError(f"{cube.source}: {cube.bands} bands, but the model takes {model.in_bands}; "
-                            f"pass --srf to simulate an MSI from a hyperspectral cube")
-        wavelengths = cube.wavelengths if cube.wavelengths is not None else card.get("wavelengths_nm")
-        matrix = load_srf(srf_name).matrix_for(np.asarray(wavelengths) if wavelengths is not None else None, cube.bands)
-        if matrix.shape[0] != model.in_bands:
-            raise DataError(f"SRF {srf_name} gives {matrix.shape[0]} bands; the model takes {model.in_bands}")
-        msi = simulate_msi(cube.data, matrix)
-        if cube.bands == model.out_bands:
-            reference = cube.data
-    else:
-        msi = check_cube(cube.data, cube.source, model.in_bands)
-    mode = args.mode or card["inference"]["mode"]
-    started = time.perf_counter()
-    hsi = predict(model, msi, mode, tile=args.tile or card["inference"]["tile"], device=args.device)
-    seconds = time.perf_counter() - started
     from ssran_edge.io import write_cube
+    from ssran_edge.metrics import quality_assessment
+    from ssran_edge.runtime.backends import select_runner
+    from ssran_edge.srf import load_srf, simulate_msi
+    from ssran_edge.tiling import run_patches, run_tiled
 
+    selection = select_runner(args.model, args.backend, args.device, onnx_for=export_once)
+    card = selection.card
+    cube = read_cube(args.input, args.variable) if args.input else demo_scene()
+    with selection.runner as runner:
+        in_bands, out_bands = runner.in_bands, runner.out_bands
+        reference = None
+        if cube.bands != in_bands:
+            srf_name = args.srf or (card.srf if card and not args.input else None)
+            if not srf_name:
+                raise DataError(f"{cube.source}: {cube.bands} bands, but the model takes {in_bands}; "
+                                f"pass --srf to simulate an MSI from a hyperspectral cube")
+            wavelengths = cube.wavelengths if cube.wavelengths is not None else selection.wavelengths
+            matrix = load_srf(srf_name).matrix_for(np.asarray(wavelengths) if wavelengths is not None else None,
+                                                   cube.bands)
+            if matrix.shape[0] != in_bands:
+                raise DataError(f"SRF {srf_name} gives {matrix.shape[0]} bands; the model takes {in_bands}")
+            msi = simulate_msi(cube.data, matrix)
+            if cube.bands == out_bands:
+                reference = cube.data
+        else:
+            msi = check_cube(cube.data, cube.source, in_bands)
+        mode = args.mode or (card.inference.mode if card else "tile")
+        started = time.perf_counter()
+        if mode == "patch":
+            hsi = run_patches(runner.infer, msi, out_bands, card.inference.patch if card else 4)
+        else:
+            hsi = run_tiled(runner.infer, msi, out_bands, tile=args.tile or selection.tile, batch=1)
+        seconds = time.perf_counter() - started
     name = Path(cube.source.split(":")[0]).stem
     output = Path(args.output or f"ssran_output/{name}_hsi.npy")
-    written = write_cube(output, hsi, card.get("wavelengths_nm"))
+    written = write_cube(output, hsi, selection.wavelengths)
     h, w = msi.shape[:2]
-    print(f"model: {path} ({card['protocol']}, {model.in_bands} -> {model.out_bands} bands, {mode} inference)")
+    about = card.protocol if card and card.protocol else "no ssran-edge card"
+    print(f"model: {selection.model} ({about}, "
+          f"{in_bands} -> {out_bands} bands, {mode} inference, {selection.backend})")
     print(f"input: {cube.source} ({h}x{w}x{cube.bands}); {seconds:.2f} s, {h * w / seconds / 1e6:.3f} Mpx/s")
-    print(f"output: {written} ({h}x{w}x{model.out_bands} float32)")
+    print(f"output: {written} ({h}x{w}x{out_bands} float32)")
     if reference is not None:
         m = quality_assessment(reference, hsi)
         print("quality vs ground truth: " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in m.items()))
@@ -80,19 +95,37 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
-    path, model, card = _load(args.model)
-    from ssran_edge.model import count_parameters
+    from ssran_edge.assets import DEFAULT_MODEL, MODELS
+    from ssran_edge.card import ModelCard
 
-    print(json.dumps({"path": str(path), "parameters": count_parameters(model),
-                      **{k: v for k, v in card.items() if k != "training"}}, indent=2))
+    path = Path(MODELS.get(args.model, args.model) if args.model else DEFAULT_MODEL)
+    card = ModelCard.read(path)
+    print(json.dumps({"path": str(path), "weights": _stored_values(path),
+                      **{k: v for k, v in card.to_dict().items() if k != "training"}}, indent=2))
     return 0
 
 
+def _stored_values(weights: Path) -> int | None:
+    """Values stored in a safetensors file (parameters and buffers such as a frozen skip), from its header
+    (8-byte length, then JSON of shapes): no torch needed."""
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        return None
+    try:
+        with open(weights, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    except (ValueError, KeyError, TypeError, OSError, MemoryError):
+        raise DataError(f"{weights}: unreadable safetensors header") from None
+
+
 def cmd_evaluate(args) -> int:
+    from ssran_edge.assets import DEFAULT_MODEL, MODELS
+    from ssran_edge.card import ModelCard
     from ssran_edge.data.protocols import protocol_of_card
     from ssran_edge.train.report import MD_HEADER, evaluate, markdown_rows, per_scene_table, robustness_table, verdict
 
-    path, _, card = _load(args.model)
+    path = MODELS.get(args.model, args.model) if args.model else DEFAULT_MODEL
+    card = ModelCard.read(path)
     report = evaluate(path, protocol_of_card(card, args.data_root, args.protocol), args.device,
                       robustness=args.robustness)
     print("\n".join([*MD_HEADER, *markdown_rows(report), "", *per_scene_table(report), "",
@@ -122,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variable", help="variable name inside a .mat/.npz")
     p.add_argument("--mode", choices=["tile", "patch"], help="inference mode (default: the model card's)")
     p.add_argument("--tile", type=positive_int, help="tile size in pixels (tile mode)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"],
+                   help="auto: the ONNX beside the weights through ONNX Runtime (no torch needed), CUDA torch if "
+                        "present")
+    p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
     p.add_argument("--output", help=".npy or .hdr (ENVI); default ssran_output/<input>_hsi.npy")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="stream frames (camera, video, folder, large scene, replay) through the model",
@@ -130,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ssran_edge.runtime.run import add_arguments, run_command
 
     add_arguments(p)
-    p.set_defaults(func=run_command)
+    p.set_defaults(func=lambda args: run_command(args, onnx_for=export_once))
     p = sub.add_parser("info", help="print a model card")
     p.add_argument("model", nargs="?")
     p.set_defaults(func=cmd_info)
@@ -152,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 VERBOSE = ("-v", "--verbose")
+STAGES = {"train": ("train", "ssran_edge.train.__main__"), "export": ("export", "ssran_edge.export.__main__"),
+          "bench": ("bench", "ssran_edge.bench.report")}  # command -> (pip extra, module with main(argv))
 
 
 def configure_logging(verbose: bool) -> None:
@@ -171,21 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     verbose = any(a in VERBOSE for a in argv)
     argv = [a for a in argv if a not in VERBOSE]
     configure_logging(verbose)
-    if argv[:1] == ["train"]:
-        from ssran_edge.train.__main__ import main as train_main
-
-        return train_main(argv[1:])
-    if argv[:1] == ["export"]:
-        from ssran_edge.export.__main__ import main as export_main
-
-        return export_main(argv[1:])
-    if argv[:1] == ["bench"]:
-        from ssran_edge.bench.report import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        stage = STAGES.get(argv[0]) if argv else None
+        if stage is not None:  # train, export, bench parse their own arguments
+            extra, module = stage
+            require(extra, f"ssran-edge {argv[0]}")
+            return import_module(module).main(argv[1:])
+        args = build_parser().parse_args(argv)
+        if args.command == "evaluate":
+            require("train", "ssran-edge evaluate")
         return args.func(args)
+    except MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except SSRANEdgeError as exc:
         print(f"ssran-edge: error: {exc}", file=sys.stderr)
         return 2

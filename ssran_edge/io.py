@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssran_edge.checkpoint import atomic_path
+from ssran_edge.atomic import atomic_path
 from ssran_edge.errors import DataError
 
 # Large writes go to the kernel in pieces of at most 1 MiB. Measured on the project's Linux VMs:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the tiler runs any batch function; torch only for torch_infer (the runtime has none)
+    import torch
 
 RECEPTIVE_RADIUS = 6  # six 3x3 convs in the default SSRAN: a 13x13 receptive field
 
@@ -33,6 +36,7 @@ InferFn = Callable[[np.ndarray], np.ndarray]  # (N, in_bands, h, w) float32 -> (
 
 def torch_infer(model: torch.nn.Module, device: str | torch.device = "cpu") -> InferFn:
     """Wrap a PyTorch model as a numpy batch function."""
+    import torch
 
     @torch.no_grad()
     def infer(batch: np.ndarray) -> np.ndarray:

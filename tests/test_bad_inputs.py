@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ssran_edge.export.onnx_export import ExportError
-from ssran_edge.export.tensorrt_engine import EngineError
-from ssran_edge.runtime.frames import SourceError
-from ssran_edge.runtime.runners import OrtRunner
 
 from ssran_edge.assets import DEFAULT_MODEL
 from ssran_edge.errors import CheckpointError, DataError, SSRANEdgeError
+from ssran_edge.runtime.engines import EngineError
+from ssran_edge.runtime.frames import SourceError
+from ssran_edge.runtime.loaders import ArtefactError
+from ssran_edge.runtime.runners import OrtRunner
 from tests.conftest import REPO
 
 SENTINEL = "PAYLOAD_RAN"  # a pickle payload would create this file in the case's folder
@@ -198,9 +198,8 @@ HERE = {"tensorrt": "10.7.0", "gpu": "NVIDIA H200", "compute_capability": "9.0",
 
 
 def calibration(pairs_msi: list[np.ndarray]) -> Callable[[], Any]:
-    from ssran_edge.export.quantize import TileCalibrationReader
-
     from ssran_edge.data.protocols import Pair
+    from ssran_edge.export.quantize import TileCalibrationReader
 
     pairs = [Pair(m, np.zeros((1, 1, 31), np.float32), f"region{k}") for k, m in enumerate(pairs_msi)]
     return lambda: TileCalibrationReader(pairs, in_bands=3, samples=4, tile=8)
@@ -510,24 +509,24 @@ CASES: list[Case] = [
          "safetensors file not written by ssran-edge", CheckpointError),
     Case("lib-ort-empty-onnx", "library", "OrtRunner on a 0-byte .onnx",
          lambda i, o: last((i / "m.onnx").write_bytes(b""), lambda: OrtRunner(i / "m.onnx").activate()),
-         "missing or empty ONNX file", ExportError),
+         "missing or empty ONNX file", ArtefactError),
     Case("lib-ort-random-bytes", "library", "OrtRunner on random bytes named .onnx",
          lambda i, o: last((i / "m.onnx").write_bytes(b"\x08\x07" + np.random.default_rng(2).bytes(300)),
                            lambda: OrtRunner(i / "m.onnx").activate()),
-         "not a readable ONNX file", ExportError),
+         "not a readable ONNX file", ArtefactError),
     Case("lib-ort-truncated-onnx", "library", "OrtRunner on an ONNX cut in half",
          lambda i, o: last(cut(onnx_model(i / "m.onnx")), lambda: OrtRunner(i / "m.onnx").activate()),
-         "not a readable ONNX file", ExportError),
+         "not a readable ONNX file", ArtefactError),
     Case("lib-ort-data-outside", "library", "OrtRunner on an ONNX whose external data is ../secret.bin",
          lambda i, o: last(outside_data_onnx(i), lambda: OrtRunner(i / "models" / "m.onnx").activate()),
-         "tensor 'W' keeps its data outside the model's folder ('../secret.bin')", ExportError),
+         "tensor 'W' keeps its data outside the model's folder ('../secret.bin')", ArtefactError),
     Case("lib-ort-data-absolute", "library", "OrtRunner on an ONNX whose external data is an absolute path",
          lambda i, o: last(outside_data_onnx(i, str(i / "secret.bin")),
                            lambda: OrtRunner(i / "models" / "m.onnx").activate()),
-         "keeps its data outside the model's folder", ExportError),
+         "keeps its data outside the model's folder", ArtefactError),
     Case("lib-ort-data-symlink", "library", "OrtRunner on an ONNX whose external data is a link leading out",
          lambda i, o: last(symlinked_data_onnx(i), lambda: OrtRunner(i / "models" / "m.onnx").activate()),
-         "keeps its data outside the model's folder ('weights.bin')", ExportError),
+         "keeps its data outside the model's folder ('weights.bin')", ArtefactError),
     Case("lib-engine-other-tensorrt", "library", "check_compatible: engine built with TensorRT 8.6.1",
          lambda i, o: lambda: _trt().check_compatible(sidecar(HERE, tensorrt="8.6.1"), HERE),
          "was built with TensorRT 8.6.1 but this machine has 10.7.0", EngineError),
@@ -575,9 +574,9 @@ def _checkpoint():
 
 
 def _trt():
-    from ssran_edge.export import tensorrt_engine
+    from ssran_edge.runtime import engines
 
-    return tensorrt_engine
+    return engines
 
 
 def _foreign_safetensors(path: Path) -> Path:

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from ssran_edge.bench import report, suite
 
+from ssran_edge.bench import report, suite
 from ssran_edge.model import SSRAN
 
 pytestmark = pytest.mark.shared_data  # int8 calibration and drift read the CAVE training/validation data

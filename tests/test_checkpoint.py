@@ -5,12 +5,13 @@ import pickle
 import pytest
 import torch
 
-from ssran_edge.checkpoint import atomic_path, load_model, load_state_dict, save_model, sidecar_path
+from ssran_edge.atomic import atomic_path
+from ssran_edge.card import ModelCard, sidecar_path
+from ssran_edge.checkpoint import load_model, load_state_dict, save_model
 from ssran_edge.errors import CheckpointError
 from ssran_edge.model import SSRAN
 
-CARD = {"arch": "ssran", "in_bands": 3, "out_bands": 6, "width": 8, "num_blocks": 1, "eca_kernel": 3,
-        "protocol": "test"}
+CARD = ModelCard(arch="ssran", in_bands=3, out_bands=6, width=8, num_blocks=1, eca_kernel=3, protocol="test")
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def saved(tmp_path):
 def test_round_trip(saved):
     model, path = saved
     loaded, card = load_model(path)
-    assert card["format"] == "ssran-edge" and card["in_bands"] == 3
+    assert card.to_dict()["format"] == "ssran-edge" and card.in_bands == 3
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     assert not loaded.training

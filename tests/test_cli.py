@@ -91,7 +91,10 @@ def test_info_prints_the_card(capsys):
     assert main(["info", "paris"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["in_bands"] == 9 and card["out_bands"] == 128 and card["protocol"] == "paris"
-    assert card["parameters"] > 250_000
+    from ssran_edge.assets import MODELS
+    from ssran_edge.checkpoint import load_state_dict
+
+    assert card["weights"] == sum(t.numel() for t in load_state_dict(MODELS["paris"]).values()) > 250_000
     assert "test_metrics" in card
 
 

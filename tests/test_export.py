@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from ssran_edge.export.onnx_export import read_metadata
 
+from ssran_edge.runtime.loaders import read_metadata
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.shared_data
@@ -142,10 +142,9 @@ def test_latency_comparison_runs_every_onnx_artefact(exported):
 def test_int8_runner_agrees_with_torch_within_its_drift(exported):
     """The same tiles through the INT8 ORT runner and the fp32 torch runner: they differ by no more than
     the export's drift report says (PSNR of int8 against fp32 on the validation split)."""
-    from ssran_edge.runtime.runners import OrtRunner, TorchRunner
-
     from ssran_edge.data.protocols import load_protocol
     from ssran_edge.metrics import psnr
+    from ssran_edge.runtime.runners import OrtRunner, TorchRunner
     from ssran_edge.tiling import run_tiled
 
     out, _ = exported
@@ -200,9 +199,9 @@ def test_fp16_keeps_a_root_polynomial_skip_in_fp32(tmp_path, keep_io_types):
     converted graph computes the skip (everything before the first ReLU) in fp32 and stays within fp16
     rounding of the fp32 graph, with the model's own input and output names."""
     import torch
-    from ssran_edge.export import onnx_export as ox
 
     from ssran_edge.baseline import fit_baseline
+    from ssran_edge.export import onnx_export as ox
     from ssran_edge.model import RootPolySkipSSRAN
 
     rng = np.random.default_rng(0)
@@ -220,8 +219,12 @@ def test_fp16_keeps_a_root_polynomial_skip_in_fp32(tmp_path, keep_io_types):
     kept = {n.name for n in fp16.graph.node if n.name in skip}
     assert kept == skip  # every skip node survives under its name (not replaced by an fp16 copy)
     batch = msi.transpose(2, 0, 1)[None]
-    ref = ox.ort_infer(ox.ort_session(ox.save_onnx(proto, tmp_path / "fp32.onnx")))(batch)
-    out = ox.ort_infer(ox.ort_session(ox.save_onnx(fp16, tmp_path / "fp16.onnx")))(batch)
+    from ssran_edge.runtime.runners import OrtRunner
+
+    with OrtRunner(ox.save_onnx(proto, tmp_path / "fp32.onnx")) as fp32_runner:
+        ref = fp32_runner.infer(batch)
+    with OrtRunner(ox.save_onnx(fp16, tmp_path / "fp16.onnx")) as fp16_runner:
+        out = fp16_runner.infer(batch)
     # the skip alone spans ~300x the target; fp16 everywhere would be off by ~0.1 * 300 / 2048 per value
     assert np.abs(out - ref).max() < 5e-3 * np.abs(ref).max()
 

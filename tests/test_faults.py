@@ -31,13 +31,12 @@ import torch
 
 cv2 = pytest.importorskip("cv2")
 
+from ssran_edge.assets import MODELS, demo_scene  # noqa: E402
 from ssran_edge.runtime.frames import SourceError  # noqa: E402
 from ssran_edge.runtime.pipeline import StreamPipeline  # noqa: E402
 from ssran_edge.runtime.runners import TorchRunner  # noqa: E402
 from ssran_edge.runtime.sinks import NpySink  # noqa: E402
 from ssran_edge.runtime.sources import VideoSource  # noqa: E402
-
-from ssran_edge.assets import MODELS, demo_scene  # noqa: E402
 from ssran_edge.srf import load_srf, simulate_msi  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
@@ -194,12 +193,11 @@ TRAIN = ["--protocol", "pavia", "--recipe", "edge", "--epochs", "3", "--batch-si
 
 @pytest.mark.shared_data
 def test_sigkill_mid_epoch_resumes_losing_at_most_that_epoch(tmp_path, shared_data):
-    from ssran_edge.train.config import make_config
-    from ssran_edge.train.loop import train
-
     from ssran_edge.checkpoint import load_training_state
     from ssran_edge.data.protocols import load_protocol
     from ssran_edge.model import build_model
+    from ssran_edge.train.config import make_config
+    from ssran_edge.train.loop import train
 
     out = tmp_path / "run"
     args = [sys.executable, "-m", "train", *TRAIN, "--data-root", str(shared_data), "--output", str(out)]
@@ -267,9 +265,8 @@ def size(path: Path) -> int:
 
 
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_whole(tmp_path):
-    from ssran_edge.train.loop import remove_partial_files
-
     from ssran_edge.checkpoint import load_training_state
+    from ssran_edge.train.loop import remove_partial_files
 
     target = tmp_path / "checkpoint.pt"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=REPO, stderr=subprocess.PIPE)

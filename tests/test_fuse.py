@@ -6,9 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
+
 from ssran_edge.export.fuse import ECAMatrix, deploy_form, global_average_pools
 from ssran_edge.export.onnx_export import export_fp32
-
 from ssran_edge.model import ECA, build_model
 
 

@@ -318,7 +318,7 @@ def test_load_model_on_damaged_weights(folder, kind, suffix, data):
     loaded = check(lambda: load_model(path))
     if loaded is not None:
         model, card = loaded
-        assert card["in_bands"] == model.in_bands
+        assert card.in_bands == model.in_bands
 
 
 def test_mat_files_that_crash_scipys_parser_are_one_line_errors(tmp_path):

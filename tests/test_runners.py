@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from ssran_edge.export.onnx_export import card_metadata, export_fp32, save_onnx, set_metadata
-from ssran_edge.runtime.runners import OrtRunner, RunnerError, TorchRunner
 
 from ssran_edge.assets import MODELS, demo_scene
 from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.export.onnx_export import export_fp32, save_onnx, set_metadata
+from ssran_edge.runtime.runners import OrtRunner, RunnerError, TorchRunner
 from ssran_edge.srf import load_srf, simulate_msi
 from ssran_edge.tiling import run_tiled
 
@@ -15,7 +15,7 @@ from ssran_edge.tiling import run_tiled
 def cave_onnx(tmp_path_factory):
     torch_runner = TorchRunner(MODELS["cave"])
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    save_onnx(set_metadata(export_fp32(torch_runner.model), card_metadata(torch_runner.card, "fp32")), path)
+    save_onnx(set_metadata(export_fp32(torch_runner.model), torch_runner.card.metadata("fp32")), path)
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import save_model
 from ssran_edge.model import SSRAN
 from tests.conftest import REPO
@@ -20,9 +21,8 @@ PEAK_RSS_LIMIT_KB = 1_500_000
 def test_8192_scene_in_windows_with_bounded_memory(tmp_path):
     # A 4 -> 103 model (the Pavia configuration); its weights do not matter for memory.
     torch.manual_seed(0)
-    card = {"arch": "ssran", "in_bands": 4, "out_bands": 103, "width": 64, "num_blocks": 3, "eca_kernel": 5,
-            "protocol": "scale-test", "wavelengths_nm": np.linspace(430, 860, 103).tolist(),
-            "inference": {"mode": "tile", "tile": 256, "patch": 4}}
+    card = ModelCard(arch="ssran", in_bands=4, out_bands=103, width=64, num_blocks=3, eca_kernel=5,
+                     protocol="scale-test", wavelengths_nm=np.linspace(430, 860, 103).tolist())
     weights = save_model(SSRAN(4, 103), tmp_path / "m.safetensors", card)
     scene = np.lib.format.open_memmap(tmp_path / "scene.npy", mode="w+", dtype=np.float32, shape=(8192, 8192, 4))
     for r in range(0, 8192, 1024):  # a real-looking ramp, written in strips so the test itself stays small

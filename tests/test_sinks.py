@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import spectral.io.envi as envi
 import zarr
+
 from ssran_edge.runtime.frames import Frame, SinkError
 from ssran_edge.runtime.preview import Preview
 from ssran_edge.runtime.sinks import EnviSink, NpySink, ZarrSink, open_sink

@@ -7,6 +7,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+
 from ssran_edge.runtime.backends import select_runner
 from ssran_edge.runtime.pipeline import StreamPipeline
 from ssran_edge.runtime.sources import VideoSource

@@ -13,6 +13,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from ssran_edge.assets import demo_scene  # noqa: E402
+from ssran_edge.errors import SSRANEdgeError  # noqa: E402
 from ssran_edge.runtime import sources  # noqa: E402
 from ssran_edge.runtime.frames import SourceError  # noqa: E402
 from ssran_edge.runtime.sources import (  # noqa: E402
@@ -23,9 +25,6 @@ from ssran_edge.runtime.sources import (  # noqa: E402
     WindowedSceneSource,
     open_source,
 )
-
-from ssran_edge.assets import demo_scene  # noqa: E402
-from ssran_edge.errors import SSRANEdgeError  # noqa: E402
 from ssran_edge.srf import load_srf, simulate_msi  # noqa: E402
 
 H, W = 48, 64  # small frames: the CI box has two busy cores

@@ -11,14 +11,14 @@ import time
 import cv2
 import numpy as np
 import pytest
+
+from ssran_edge.assets import MODELS, demo_scene
+from ssran_edge.errors import DataError
 from ssran_edge.runtime.frames import Frame, Sink
 from ssran_edge.runtime.pipeline import StreamPipeline
 from ssran_edge.runtime.runners import TorchRunner
 from ssran_edge.runtime.sinks import NpySink
 from ssran_edge.runtime.sources import VideoSource, WindowedSceneSource
-
-from ssran_edge.assets import MODELS, demo_scene
-from ssran_edge.errors import DataError
 from ssran_edge.srf import load_srf, simulate_msi
 from ssran_edge.tiling import run_tiled
 from tests.conftest import REPO
@@ -123,9 +123,8 @@ def test_band_mismatch_on_first_frame_is_one_error(runner, tmp_path):
 def test_large_scene_windows_stitch_into_one_cube(runner, tmp_path):
     scene = np.concatenate([np.concatenate(rgb_frames(1, 64) * 3, axis=1)] * 2, axis=0)[:100, :150]
     np.save(tmp_path / "scene.npy", scene)
-    from ssran_edge.runtime.sinks import EnviSink
-
     from ssran_edge.data.readers import read_cube
+    from ssran_edge.runtime.sinks import EnviSink
 
     sink = EnviSink(tmp_path / "scene_hsi.hdr", large_scene=True)
     sink.open(31, list(range(400, 701, 10)))

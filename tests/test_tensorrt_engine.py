@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from ssran_edge.export.tensorrt_engine import (
+
+from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.export.tensorrt_engine import Profile, build_engine
+from ssran_edge.runtime.engines import (
     EngineError,
-    Profile,
-    build_engine,
     check_compatible,
     load_engine,
     platform_info,
@@ -19,8 +20,6 @@ from ssran_edge.export.tensorrt_engine import (
     sidecar_path,
     tensorrt_status,
 )
-
-from ssran_edge.errors import SSRANEdgeError
 
 IN_BANDS, OUT_BANDS = 4, 6
 H200 = {"tensorrt": "10.7.0", "gpu": "NVIDIA H200", "compute_capability": "9.0", "dla_cores": 0}

@@ -7,14 +7,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from ssran_edge.train.config import make_config
-from ssran_edge.train.loop import train
-from ssran_edge.train.report import write_report
 
 from ssran_edge.checkpoint import load_model
 from ssran_edge.data.patches import gather_patches, patch_origins
 from ssran_edge.data.protocols import Pair, load_protocol
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.train.config import make_config
+from ssran_edge.train.loop import train
+from ssran_edge.train.report import write_report
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.shared_data
@@ -95,7 +95,7 @@ def test_root_polynomial_skip_stays_the_least_squares_fit_and_ema_weights_are_sa
     fitted = fit_baseline("rootpoly3", [p.msi for p in pavia.train], [p.hsi for p in pavia.train])
     np.testing.assert_allclose(model.linear.weight.detach().numpy()[:, :, 0, 0], fitted.weight.T, rtol=1e-6)
     state = torch.load(tmp_path / "rp" / "checkpoint.pt", weights_only=True)
-    assert "ema" in state and card["training"]["ema"] == 0.99
+    assert "ema" in state and card.training["ema"] == 0.99
     # the saved best weights are the average, not the raw weights of that epoch
     raw = state["model"]["ssran.reconstruct.weight"]
     assert not torch.equal(model.ssran.reconstruct.weight.detach(), raw)
@@ -109,8 +109,8 @@ def test_train_resume_and_report(pavia, tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(np.isfinite(h["loss"]) and np.isfinite(h["val_psnr"]) for h in history)
     model, card = load_model(best)
-    assert card["best_epoch"] == int(np.argmax([h["val_psnr"] for h in history])) + 1
-    assert card["val_psnr"] == pytest.approx(max(h["val_psnr"] for h in history))
+    assert card.best_epoch == int(np.argmax([h["val_psnr"] for h in history])) + 1
+    assert card.val_psnr == pytest.approx(max(h["val_psnr"] for h in history))
 
     # resume: two more epochs continue from the checkpoint, history keeps the first two
     resumed = make_config("pavia", "edge", output=str(run), **{**TINY, "epochs": 4})
@@ -132,8 +132,8 @@ def test_train_resume_and_report(pavia, tmp_path):
     text = (run / "report.md").read_text()
     assert "| pavia |" in text and "| **mean** |" in text and "| exposure x0.5 |" in text
     _, card = load_model(best)
-    assert card["test_metrics"]["linear"]["psnr"] == pytest.approx(metrics["linear"]["psnr"])
-    assert card["splits"] == {"train": [p.name for p in pavia.train], "val": [p.name for p in pavia.val],
+    assert card.test_metrics["linear"]["psnr"] == pytest.approx(metrics["linear"]["psnr"])
+    assert card.record["splits"] == {"train": [p.name for p in pavia.train], "val": [p.name for p in pavia.val],
                               "test": [p.name for p in pavia.test]}
 
 
@@ -192,8 +192,8 @@ def test_train_on_your_own_cubes_through_an_srf(tmp_path, shared_data):
          "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     model, card = load_model(out / "model.safetensors")
-    assert (card["in_bands"], card["out_bands"], card["protocol"], card["srf"]) == (3, 31, "files", "nikon_d700")
-    assert card["training"]["test_files"] == [paths[1]] and len(card["wavelengths_nm"]) == 31
+    assert (card.in_bands, card.out_bands, card.protocol, card.srf) == (3, 31, "files", "nikon_d700")
+    assert card.training["test_files"] == [paths[1]] and len(card.wavelengths_nm) == 31
     assert json.loads((out / "report.json").read_text())["test_regions"] == [paths[1]]
     bad = subprocess.run([sys.executable, "-m", "train", "--protocol", "files", "--train-files", paths[0]],
                          cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -8,10 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
-from ssran_edge.train.config import RECIPES, TrainConfig, make_config
-
 from ssran_edge.arguments import OneLineParser, non_negative_int, positive_int
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.extras import MissingExtra, require
+from ssran_edge.train.config import RECIPES, TrainConfig, make_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,15 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        require("train", "python -m train")
+    except MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("protocol", "recipe", "resume", "no_report") and v is not None}
     try:
         import torch
-        from ssran_edge.train.loop import default_output, train
-        from ssran_edge.train.report import write_report
 
         from ssran_edge.data.protocols import load_protocol
+        from ssran_edge.train.loop import default_output, train
+        from ssran_edge.train.report import write_report
 
         config = make_config(args.protocol, args.recipe, **overrides)
         if config.device.startswith("cuda") and not torch.cuda.is_available():

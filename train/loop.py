@@ -10,29 +10,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ssran_edge.train.config import TrainConfig
 from tqdm import tqdm
 
-from ssran_edge import __version__
+from ssran_edge.atomic import write_json
 from ssran_edge.baseline import fit_baseline
-from ssran_edge.checkpoint import load_training_state, save_model, save_training_state, write_json
+from ssran_edge.card import Inference, ModelCard
+from ssran_edge.checkpoint import load_training_state, save_model, save_training_state
 from ssran_edge.data.patches import gather_patches, mix, patch_origins, photometric
 from ssran_edge.data.protocols import ProtocolData, load_protocol
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
 from ssran_edge.model import SKIP_BASELINE, build_model, count_parameters
 from ssran_edge.tiling import predict
+from ssran_edge.train.config import TrainConfig
 
 log = logging.getLogger("ssran_edge.train")
 
 
-def model_card(config: TrainConfig, data: ProtocolData) -> dict:
-    return {"arch": config.arch, "in_bands": data.in_bands, "out_bands": data.out_bands,
-            "width": config.width, "num_blocks": config.num_blocks, "eca_kernel": config.eca_kernel,
-            "wavelengths_nm": data.wavelengths, "srf": data.srf, "msi_band_names": data.msi_band_names,
-            "protocol": data.name, "inference": {"mode": config.select_mode, "tile": config.tile, "patch": 4},
-            "splits": {split: [p.name for p in getattr(data, split)] for split in ("train", "val", "test")},
-            "version": __version__, "training": config.to_dict()}
+def model_card(config: TrainConfig, data: ProtocolData) -> ModelCard:
+    return ModelCard(arch=config.arch, in_bands=data.in_bands, out_bands=data.out_bands, width=config.width,
+                     num_blocks=config.num_blocks, eca_kernel=config.eca_kernel,
+                     wavelengths_nm=list(data.wavelengths) if data.wavelengths is not None else None, srf=data.srf,
+                     msi_band_names=data.msi_band_names, protocol=data.name,
+                     inference=Inference(mode=config.select_mode, tile=config.tile), training=config.to_dict(),
+                     record={"splits": {split: [p.name for p in getattr(data, split)]
+                                        for split in ("train", "val", "test")}})
 
 
 def evaluate_psnr(model, pairs, mode: str, config: TrainConfig) -> float:
@@ -104,10 +106,10 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         from ssran_edge.checkpoint import load_model
 
         start, start_card = load_model(config.init)
-        if (start_card["arch"], start_card["in_bands"], start_card["out_bands"]) != \
+        if (start_card.arch, start_card.in_bands, start_card.out_bands) != \
                 (config.arch, data.in_bands, data.out_bands):
-            raise SSRANEdgeError(f"--init {config.init}: a {start_card['arch']} {start_card['in_bands']} -> "
-                                 f"{start_card['out_bands']} model cannot start a {config.arch} "
+            raise SSRANEdgeError(f"--init {config.init}: a {start_card.arch} {start_card.in_bands} -> "
+                                 f"{start_card.out_bands} model cannot start a {config.arch} "
                                  f"{data.in_bands} -> {data.out_bands} run")
         model.load_state_dict(start.state_dict())
     elif config.arch in SKIP_BASELINE:  # the skip starts at the baseline fitted on the training pixels
@@ -190,7 +192,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
                         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "val_seconds": val_seconds})
         if val > best_val:
             best_val = val
-            save_model(evaluated, best_path, {**card, "best_epoch": epoch + 1, "val_psnr": val})
+            save_model(evaluated, best_path, card.replace(best_epoch=epoch + 1, val_psnr=val))
         save_training_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          **({"ema": ema.state_dict()} if ema is not None else {}),
                                          "epoch": epoch + 1, "best_val": best_val, "history": history,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ssran_edge.atomic import atomic_path, write_json
 from ssran_edge.baseline import fit_baseline
-from ssran_edge.checkpoint import atomic_path, load_model, save_model, write_json
+from ssran_edge.checkpoint import load_model, save_model
 from ssran_edge.data.protocols import ProtocolData
 from ssran_edge.metrics import psnr, quality_assessment, sam
 from ssran_edge.tiling import predict
@@ -32,7 +33,7 @@ def evaluate(weights: str | Path, data: ProtocolData, device: str = "cpu", robus
     and their mean. With `robustness`: the model (tile mode) and rootpoly3 with input and reference
     scaled by EXPOSURES, and with Gaussian noise of NOISE_SIGMAS added to the MSI (seed 0)."""
     model, card = load_model(weights, device)
-    tile = card["inference"]["tile"]
+    tile = card.inference.tile
     baselines = {kind: fit_baseline(kind, [p.msi for p in data.train], [p.hsi for p in data.train])
                  for kind in BASELINES}
     whole = max(max(p.msi.shape[:2]) for p in data.test)  # one tile per test region: ECA over the whole frame
@@ -44,9 +45,9 @@ def evaluate(weights: str | Path, data: ProtocolData, device: str = "cpu", robus
                **{kind: b.predict for kind, b in baselines.items()}}
     per_scene = {name: {p.name: quality_assessment(p.hsi, fn(p.msi)) for p in data.test}
                  for name, fn in methods.items()}
-    report = {"protocol": data.name, "arch": card["arch"], "recipe": card["training"]["recipe"],
-              "test_regions": [p.name for p in data.test], "tile": tile, "best_epoch": card.get("best_epoch"),
-              "val_psnr": card.get("val_psnr"), "metrics": {m: _mean(s) for m, s in per_scene.items()},
+    report = {"protocol": data.name, "arch": card.arch, "recipe": card.training.get("recipe"),
+              "test_regions": [p.name for p in data.test], "tile": tile, "best_epoch": card.best_epoch,
+              "val_psnr": card.val_psnr, "metrics": {m: _mean(s) for m, s in per_scene.items()},
               "per_scene": per_scene}
     if robustness:
         report["robustness"] = _robustness({"ssran_tile": methods["ssran_tile"], "rootpoly3": methods["rootpoly3"]},
@@ -154,10 +155,10 @@ def write_report(weights: str | Path, data: ProtocolData, device: str = "cpu") -
                                   "## Exposure and noise (mean over the test regions)", "",
                                   *robustness_table(report), "", report["verdict"], ""]))
     model, card = load_model(weights)
-    card["test_metrics"] = report["metrics"]
-    card["test_per_scene"] = {m: {s: {"psnr": v["psnr"], "sam": v["sam"]} for s, v in scenes.items()}
-                              for m, scenes in report["per_scene"].items()}
-    card["test_robustness"] = report.get("robustness", {})
+    card.test_metrics = report["metrics"]
+    card.record["test_per_scene"] = {m: {s: {"psnr": v["psnr"], "sam": v["sam"]} for s, v in scenes.items()}
+                                     for m, scenes in report["per_scene"].items()}
+    card.record["test_robustness"] = report.get("robustness", {})
     save_model(model, weights, card)
     return report
 

@@ -44,10 +44,10 @@ BASE = dict(arch="ssran_rootpoly_skip")
 
 def run_lever(name: str, protocol: str, epochs: int, patches: int, output: str, seed: int) -> dict:
     import torch
-    from ssran_edge.train.config import make_config
-    from ssran_edge.train.loop import train
 
     from ssran_edge.data.protocols import load_protocol
+    from ssran_edge.train.config import make_config
+    from ssran_edge.train.loop import train
 
     torch.set_num_threads(1)  # one core per screen: --jobs screens side by side
     folder = Path(output) / name

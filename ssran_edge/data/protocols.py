@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssran_edge.card import ModelCard
 from ssran_edge.data.readers import load_mat_variables, read_cave_scene, read_mat, read_wavelength_csv
 from ssran_edge.errors import DataError
 from ssran_edge.srf import load_srf, simulate_msi
@@ -224,11 +225,11 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
 PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave, "cave7": load_cave7}
 
 
-def protocol_of_card(card: dict, root: str | Path | None = None, name: str | None = None) -> ProtocolData:
+def protocol_of_card(card: ModelCard, root: str | Path | None = None, name: str | None = None) -> ProtocolData:
     """The data a model was trained and tested on, from its model card (named or "files")."""
-    training = card.get("training", {})
+    training = card.training
     files = {k: training.get(k) for k in ("train_files", "test_files", "srf", "variable", "train_resolution")}
-    return load_protocol(name or card.get("protocol", ""), root, **files)
+    return load_protocol(name or card.protocol or "", root, **files)
 
 
 def load_protocol(name: str, root: str | Path | None = None, train_resolution: str | None = None,

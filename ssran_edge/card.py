@@ -1,0 +1,175 @@
+"""The model card: what a model is and how to run it, as one record in three places.
+
+- `model.json` beside the weights (`ModelCard.read` / `write`): everything, training record included;
+- the metadata_props of every ONNX artefact and the sidecar of a TensorRT engine (`metadata` /
+  `from_metadata`): the fields a runtime needs (bands, wavelengths, SRF, inference settings), as
+  `ssran_edge.<field>` strings.
+
+A card is checked when it is read: a missing or ill-typed field is one line naming it, not a KeyError
+three modules later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ssran_edge import __version__
+from ssran_edge.atomic import write_json
+from ssran_edge.errors import CheckpointError
+
+FORMAT = "ssran-edge"
+PREFIX = "ssran_edge."  # of the ONNX metadata_props and engine sidecar keys
+MODES = ("tile", "patch")
+
+
+@dataclass
+class Inference:
+    """How the model was selected and should be run: whole tiles (with a halo) or the paper's patches."""
+
+    mode: str = "tile"
+    tile: int = 256
+    patch: int = 4
+
+
+@dataclass
+class ModelCard:
+    arch: str
+    in_bands: int
+    out_bands: int
+    width: int | None = None  # the architecture's size: needed to rebuild the torch model, not to run an artefact
+    num_blocks: int | None = None
+    eca_kernel: int | None = None
+    wavelengths_nm: list[float] | None = None
+    srf: str | None = None
+    msi_band_names: list[str] | None = None
+    protocol: str | None = None
+    inference: Inference = field(default_factory=Inference)
+    test_metrics: dict[str, float] | None = None
+    version: str = __version__
+    training: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None
+    val_psnr: float | None = None
+    record: dict[str, Any] = field(default_factory=dict)  # the rest (splits, per-scene tables, notes), kept as is
+
+    ARTEFACT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "in_bands", "out_bands", "wavelengths_nm", "srf", "msi_band_names", "protocol", "arch", "inference",
+        "test_metrics")
+    SIZE_FIELDS: ClassVar[tuple[str, ...]] = ("width", "num_blocks", "eca_kernel")
+
+    # ------------------------------------------------------------ JSON card beside the weights
+
+    @classmethod
+    def from_dict(cls, obj: Any, source: str = "model card") -> ModelCard:
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{source}: not an ssran-edge model card (a JSON object expected)")
+        declared = {f.name for f in fields(cls)} - {"record", "inference"}
+        values = {k: v for k, v in obj.items() if k in declared}
+        record = {k: v for k, v in obj.items() if k not in declared and k not in ("format", "inference", "record")}
+        record.update(obj.get("record") or {})
+        for key in ("arch", "in_bands", "out_bands"):
+            if key not in obj:
+                raise CheckpointError(f"{source}: model card lacks {key!r}")
+        card = cls(**values, inference=_inference(obj.get("inference"), source), record=record)
+        card.check(source)
+        return card
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": FORMAT}
+        for f in fields(self):
+            if f.name != "record":
+                value = getattr(self, f.name)
+                out[f.name] = asdict(value) if isinstance(value, Inference) else value
+        return {**out, **self.record}
+
+    @classmethod
+    def read(cls, weights: str | Path) -> ModelCard:
+        """The card beside a weights file (`model.safetensors` -> `model.json`)."""
+        path = sidecar_path(weights)
+        if not path.is_file():
+            raise CheckpointError(f"{weights}: no model card {path.name} beside it; not an ssran-edge model")
+        try:
+            obj = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path}: corrupt model card ({' '.join(str(exc).split())})") from None
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not an ssran-edge model card")
+        card = cls.from_dict(obj, str(path))
+        missing = [k for k in cls.SIZE_FIELDS if getattr(card, k) is None]
+        if missing:
+            raise CheckpointError(f"{path}: model card lacks {', '.join(missing)}")
+        return card
+
+    def write(self, weights: str | Path) -> Path:
+        path = sidecar_path(weights)
+        write_json(path, self.to_dict())
+        return path
+
+    def check(self, source: str = "model card") -> None:
+        """One line naming the first field that cannot be right."""
+        if not isinstance(self.arch, str) or not self.arch:
+            raise CheckpointError(f"{source}: arch must be a name, got {self.arch!r}")
+        for key in ("in_bands", "out_bands", *self.SIZE_FIELDS):
+            value = getattr(self, key)
+            if value is None and key in self.SIZE_FIELDS:
+                continue
+            if not _positive_int(value):
+                raise CheckpointError(f"{source}: {key} must be a positive integer, got {value!r}")
+        w = self.wavelengths_nm
+        if w is not None and (not isinstance(w, list) or len(w) != self.out_bands
+                              or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in w)):
+            raise CheckpointError(f"{source}: wavelengths_nm must be {self.out_bands} finite numbers")
+        for key in ("srf", "protocol"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise CheckpointError(f"{source}: {key} must be a name, got {getattr(self, key)!r}")
+        if not isinstance(self.training, dict):
+            raise CheckpointError(f"{source}: training must be an object")
+
+    # ------------------------------------------------------------ artefact metadata (ONNX, engine sidecar)
+
+    def metadata(self, precision: str, **extra: Any) -> dict[str, Any]:
+        """What a runtime needs to trust and use an artefact, as `ssran_edge.*` keys."""
+        meta: dict[str, Any] = {f"{PREFIX}version": __version__, f"{PREFIX}precision": precision}
+        for key in self.ARTEFACT_FIELDS:
+            value = getattr(self, key)
+            meta[PREFIX + key] = asdict(value) if isinstance(value, Inference) else value
+        return {**meta, **{PREFIX + k: v for k, v in extra.items()}}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], source: str = "artefact") -> ModelCard | None:
+        """The card an artefact carries; None for one without our metadata (another tool's ONNX)."""
+        fields_ = {k[len(PREFIX):]: v for k, v in meta.items() if k.startswith(PREFIX)}
+        if "in_bands" not in fields_ or "out_bands" not in fields_:
+            return None
+        fields_.setdefault("arch", "unknown")
+        known = {k: fields_[k] for k in cls.ARTEFACT_FIELDS if k in fields_}
+        return cls.from_dict(known, f"{source} metadata")
+
+    def replace(self, **changes: Any) -> ModelCard:
+        return replace(self, **changes)
+
+
+def sidecar_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _inference(obj: Any, source: str) -> Inference:
+    if obj is None:
+        return Inference()
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: inference must be an object with mode and tile, got {obj!r}")
+    inference = Inference(**{k: obj[k] for k in ("mode", "tile", "patch") if k in obj})
+    if inference.mode not in MODES:
+        raise CheckpointError(f"{source}: inference.mode must be one of {', '.join(MODES)}, got {inference.mode!r}")
+    for key in ("tile", "patch"):
+        if not _positive_int(getattr(inference, key)):
+            raise CheckpointError(f"{source}: inference.{key} must be a positive integer, got "
+                                  f"{getattr(inference, key)!r}")
+    return inference

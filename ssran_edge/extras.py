@@ -1,0 +1,34 @@
+"""Optional parts of the install: which command needs which pip extra, checked before any work.
+
+A base install runs models (ONNX Runtime); training, export, benchmarks, zarr output and previews
+bring their own dependencies. A missing one is a single line naming the extra, exit code 2.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+
+from ssran_edge.errors import SSRANEdgeError
+
+EXTRAS = {  # extra -> the modules it brings that the commands below import
+    "train": ("torch", "safetensors"),
+    "export": ("torch", "safetensors", "onnxscript", "onnxslim"),
+    "bench": ("torch", "safetensors", "onnxscript", "onnxslim", "pytest", "pytest_benchmark"),
+    "zarr": ("zarr",),
+    "preview": ("matplotlib",),
+    "trt": ("tensorrt", "pycuda"),
+}
+
+
+class MissingExtra(SSRANEdgeError):
+    """A command whose optional dependencies are not installed."""
+
+
+def missing(extra: str) -> list[str]:
+    return [m for m in EXTRAS[extra] if find_spec(m) is None]
+
+
+def require(extra: str, command: str) -> None:
+    """Raise MissingExtra("<command>: needs the [extra] extra: pip install ...") unless installed."""
+    if missing(extra):
+        raise MissingExtra(f"{command}: needs the [{extra}] extra: pip install 'ssran-edge[{extra}]'")
