@@ -139,13 +139,25 @@ def _loadmat_child(path: Path, names, conn) -> None:
         conn.close()
 
 
-def _loadmat_isolated(path: Path, names) -> dict:
-    """scipy.io.loadmat in a forked child: on damaged v5 files scipy's compiled parser can crash the
-    process (SIGSEGV/SIGBUS; reproduced with a few hundred byte-flipped files), which no try/except
-    catches. A crash becomes one DataError here."""
+def _isolation():
+    """A multiprocessing context whose children start from a clean process: a fork server (started
+    once, single-threaded, scipy.io imported) where there is one, else spawn. Never a plain fork of
+    this process: forking while other threads hold locks (ONNX Runtime's and OpenMP's pools, a video
+    decoder's threads, the stream's stages) leaves the child waiting on them forever, as it did in CI."""
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["scipy.io"])
+    return context
+
+
+def _loadmat_isolated(path: Path, names) -> dict:
+    """scipy.io.loadmat in a child process: on damaged v5 files scipy's compiled parser can crash the
+    process (SIGSEGV/SIGBUS; reproduced with a few hundred byte-flipped files), which no try/except
+    catches. A crash becomes one DataError here."""
+    context = _isolation()
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_loadmat_child, args=(path, names, send), daemon=True)
     child.start()
