@@ -19,6 +19,8 @@ from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.runtime.engines import load_engine, read_sidecar
 from ssran_edge.runtime.loaders import ort_session, read_card
 
+FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
 
 class RunnerError(SSRANEdgeError):
     """A backend that cannot run here or cannot load its artefact."""
@@ -132,21 +134,55 @@ class OrtRunner(Runner):
             raise RunnerError(f"ort: {wanted} is not in this onnxruntime build ({', '.join(available)})")
         providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
         self.session = ort_session(self.path, providers, self.threads, self.spinning)
-        meta = self.session.get_inputs()[0]
+        meta, out_meta = self._check_graph(self.session.get_inputs(), self.session.get_outputs())
         self.input_name = meta.name
-        out_meta = self.session.get_outputs()[0]
         if not self.in_bands or not self.out_bands:  # an ONNX without our metadata: trust its static shapes
             if not (isinstance(meta.shape[1], int) and isinstance(out_meta.shape[1], int)):
                 raise RunnerError(f"{self.path}: band counts unknown (no ssran_edge metadata, dynamic channels); "
                                   "export it with python -m export")
             self.in_bands, self.out_bands = int(meta.shape[1]), int(out_meta.shape[1])
-        self.input_dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
+        for what, static, expected in (("input", meta.shape[1], self.in_bands), ("output", out_meta.shape[1],
+                                                                                  self.out_bands)):
+            if isinstance(static, int) and static != expected:
+                raise RunnerError(f"{self.path.name}: the graph's {what} has {static} bands, its card says {expected}")
+        self.input_dtype = FLOAT_TYPES[meta.type]
+
+    def _check_graph(self, inputs, outputs):
+        """What the tiler needs, checked before the first frame: one float (N, bands, H, W) input with
+        free H and W (tiles come in several sizes: border tiles are smaller), one float output of the
+        same form. Graphs from other tools get one line naming what differs."""
+        name = self.path.name
+        if len(inputs) != 1:
+            raise RunnerError(f"{name}: {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); the runtime "
+                              "feeds one (N, bands, H, W) image")
+        if len(outputs) != 1:
+            raise RunnerError(f"{name}: {len(outputs)} outputs ({', '.join(o.name for o in outputs)}); the "
+                              "runtime reads one (N, bands, H, W) image")
+        for what, tensor in (("input", inputs[0]), ("output", outputs[0])):
+            shape = "(" + ", ".join(str(d) if isinstance(d, int) else "?" for d in tensor.shape) + ")"
+            if tensor.type not in FLOAT_TYPES:
+                raise RunnerError(f"{name}: {what} {tensor.name!r} is {tensor.type}; the runtime needs float32 or "
+                                  "float16 images")
+            if len(tensor.shape) != 4:
+                raise RunnerError(f"{name}: {what} {tensor.name!r} has shape {shape}; the runtime needs "
+                                  "(N, bands, H, W)")
+            if what == "input" and any(isinstance(d, int) for d in tensor.shape[2:]):
+                raise RunnerError(f"{name}: input {tensor.name!r} has a fixed height/width {shape}; the runtime "
+                                  "feeds tiles of several sizes: export it with dynamic height and width")
+            if what == "output" and any(isinstance(d, int) for d in tensor.shape[2:]):
+                raise RunnerError(f"{name}: output {tensor.name!r} is {shape}, not an image of the input's height "
+                                  "and width")
+        return inputs[0], outputs[0]
 
     def deactivate_impl(self) -> None:
         self.session = None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
+        n, _, h, w = batch.shape
+        if out.shape != (n, self.out_bands, h, w):  # a graph whose symbolic shapes promised more than it does
+            raise DataError(f"{self.path.name}: output {out.shape} for input {batch.shape}; the runtime needs "
+                            f"({n}, {self.out_bands}, {h}, {w})")
         return out.astype(np.float32, copy=False)
 
 

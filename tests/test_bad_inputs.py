@@ -174,6 +174,44 @@ def onnx_model(path: Path, location: str | None = None) -> Path:
     return path
 
 
+def foreign_onnx(path: Path, kind: str) -> Path:
+    """A 3 -> 31 band ONNX as other tools write them, each unlike what the tiler needs in one way."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((31, 3, 1, 1), np.float32), "W")
+    image = ["n", 3, "h", "w"]
+    inputs = [helper.make_tensor_value_info("msi", TensorProto.FLOAT, image)]
+    nodes, out_shape, source = [], ["n", 31, "h", "w"], "msi"
+    if kind == "fixed-size":
+        inputs = [helper.make_tensor_value_info("msi", TensorProto.FLOAT, [1, 3, 64, 64])]
+        out_shape = [1, 31, 64, 64]
+    elif kind == "int64-input":
+        inputs = [helper.make_tensor_value_info("msi", TensorProto.INT64, image)]
+        nodes.append(helper.make_node("Cast", ["msi"], ["msi_f"], to=TensorProto.FLOAT))
+        source = "msi_f"
+    elif kind == "two-inputs":
+        inputs.append(helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]))
+        nodes.append(helper.make_node("Mul", ["msi", "gain"], ["msi_g"]))
+        source = "msi_g"
+    nodes.append(helper.make_node("Conv", [source, "W"], ["conv"]))
+    if kind == "rank2-output":
+        nodes += [helper.make_node("GlobalAveragePool", ["conv"], ["pooled"]),
+                  helper.make_node("Flatten", ["pooled"], ["hsi"])]
+        out_shape = ["n", 31]
+    elif kind == "pooled-output":
+        nodes.append(helper.make_node("GlobalAveragePool", ["conv"], ["hsi"]))
+        out_shape = ["n", 31, 1, 1]
+    else:
+        nodes.append(helper.make_node("Identity", ["conv"], ["hsi"]))
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("hsi", TensorProto.FLOAT,
+                                                                                   out_shape)], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def outside_data_onnx(inp: Path, location: str = "../secret.bin") -> Path:
     (inp / "secret.bin").write_bytes(np.arange(93, dtype=np.float32).tobytes())
     return onnx_model(inp / "models" / "m.onnx", location)
@@ -373,6 +411,16 @@ CASES: list[Case] = [
          lambda i, o: run_auto(str(npy(i / "x.npy", rgb())), "--model", str(outside_data_onnx(i)),
                                "--output", str(o / "frames")),
          "keeps its data outside the model's folder ('../secret.bin'); refusing to load it"),
+    *[Case(f"run-foreign-onnx-{kind}", "cli", f"--model an ONNX from another tool: {what}",
+           lambda i, o, kind=kind: run_auto(str(npy(i / "x.npy", rgb())), "--model",
+                                            str(foreign_onnx(i / "m.onnx", kind)), "--output", str(o / "frames")),
+           expect) for kind, what, expect in [
+        ("fixed-size", "input fixed at 1x3x64x64", "input 'msi' has a fixed height/width (1, 3, 64, 64)"),
+        ("int64-input", "an int64 input", "input 'msi' is tensor(int64); the runtime needs float32 or float16"),
+        ("two-inputs", "two inputs", "2 inputs (msi, gain); the runtime feeds one (N, bands, H, W) image"),
+        ("rank2-output", "a (N, 31) output", "output 'hsi' has shape (?, 31); the runtime needs (N, bands, H, W)"),
+        ("pooled-output", "a (N, 31, 1, 1) output", "output 'hsi' is (?, 31, 1, 1), not an image of the input's height and width"),
+    ]],
     Case("run-engine-without-sidecar", "cli", "--model a .engine with no .engine.json sidecar",
          lambda i, o: last((i / "m.engine").write_bytes(os.urandom(256)),
                            run_auto(str(npy(i / "x.npy", rgb())), "--model", str(i / "m.engine"),
