@@ -419,7 +419,7 @@ CASES: list[Case] = [
         ("int64-input", "an int64 input", "input 'msi' is tensor(int64); the runtime needs float32 or float16"),
         ("two-inputs", "two inputs", "2 inputs (msi, gain); the runtime feeds one (N, bands, H, W) image"),
         ("rank2-output", "a (N, 31) output", "output 'hsi' has shape (?, 31); the runtime needs (N, bands, H, W)"),
-        ("pooled-output", "a (N, 31, 1, 1) output", "output 'hsi' is (?, 31, 1, 1), not an image of the input's height and width"),
+        ("pooled-output", "a (N, 31, 1, 1) output", "output 'hsi' is (?, 31, 1, 1), not an image of the input's"),
     ]],
     Case("run-engine-without-sidecar", "cli", "--model a .engine with no .engine.json sidecar",
          lambda i, o: last((i / "m.engine").write_bytes(os.urandom(256)),
