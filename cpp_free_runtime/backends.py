@@ -8,6 +8,7 @@ the caller passes (the CLI passes export's cached exporter when the [export] ext
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ssran_edge.runtime.runners import OrtRunner, Runner, RunnerError, TorchRunn
 
 log = logging.getLogger("ssran_edge.runtime")
 BACKENDS = ("auto", "trt", "ort", "torch")
+DEVICE = re.compile(r"|cpu|cuda(:\d+)?")  # "" = the best available
 WEIGHTS_HASH = PREFIX + "weights_sha256"  # in the metadata of an ONNX exported from a weights file
 
 
@@ -63,6 +65,8 @@ def select_runner(model: str | Path | None, backend: str = "auto", device: str =
 
     if backend not in BACKENDS:
         raise RunnerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not DEVICE.fullmatch(device):  # checked even where the backend would not use it: a typo is not "auto"
+        raise RunnerError(f"--device {device!r}: use cpu, cuda or cuda:N")
     path = Path(MODELS.get(str(model), model) if model else DEFAULT_MODEL)
     if not path.exists():
         raise RunnerError(f"model {path}: no such file")

@@ -51,13 +51,15 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
     """onnx_for: how to get an ONNX for weights that have none beside them (see backends.select_runner)."""
     from tqdm import tqdm
 
-    from ssran_edge.atomic import write_json
+    from ssran_edge.atomic import check_writable, write_json
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.runtime.pipeline import StreamPipeline
     from ssran_edge.runtime.preview import Preview
     from ssran_edge.runtime.sinks import open_sink
     from ssran_edge.runtime.sources import open_source
 
+    if args.summary_json:  # found after the last frame otherwise
+        check_writable(args.summary_json, "--summary-json")
     selection = select_runner(args.model, args.backend, args.device, args.threads, onnx_for=onnx_for)
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout)

@@ -31,6 +31,26 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
+def check_writable(path: str | Path, what: str) -> Path:
+    """Refuse, before any work, an output file that could not be written at the end: a folder in its
+    place, a regular file in its parent path, or a folder this process cannot write. Creates the
+    missing parent folders (the write would), probes with a temp file, leaves nothing else."""
+    from ssran_edge.errors import DataError
+
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path}: is a folder; give a file name")
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise DataError(f"{what} {path}: {existing} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-").close()
+    except OSError as exc:
+        raise DataError(f"{what} {path}: cannot be written ({exc.strerror or exc})") from None
+    return path
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks (weights, ONNX and engines are hashed in manifests)."""
     digest = hashlib.sha256()

@@ -96,6 +96,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.output or default_output(config))
+    if out.exists() and not out.is_dir():
+        raise SSRANEdgeError(f"--output {out}: exists and is not a folder (a run writes a folder)")
     state_file = out / "checkpoint.pt"
     resumed = load_training_state(state_file) if resume else None  # fails before anything is written
     data = data or load_protocol(config.protocol, config.data_root or None, **config.data_kwargs())
