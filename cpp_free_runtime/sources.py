@@ -10,9 +10,13 @@ scaled to [0, 1]; .npy/.npz/.mat/ENVI values pass through as stored (as `read_cu
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +67,11 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def _cv2() -> Any:
-    """OpenCV, imported on first use: only video and image sources need it (opencv-python-headless)."""
+    """OpenCV, imported on first use: only video and image sources need it (opencv-python-headless).
+    FFmpeg's own log (a broken file, a refused RTSP connection) is silenced unless -v: our error says
+    what went wrong in one line."""
+    if not log.isEnabledFor(logging.DEBUG):
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg starts
     try:
         import cv2
     except ImportError:
@@ -93,6 +101,27 @@ def _read_cube(path: Path, variable: str | None = None) -> Cube:
         return read_cube(path, variable)
     except SSRANEdgeError as exc:
         raise SourceError(_one_line(exc)) from None
+
+
+@contextmanager
+def c_stderr_to_log():
+    """Whatever C code prints on stderr (fd 2) meanwhile goes to the debug log instead (shown with -v).
+    For short calls only, as opening a video file: fd 2 is the whole process's."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                log.debug("%s", line)
 
 
 # --- cameras and video -----------------------------------------------------------------------------
@@ -187,7 +216,8 @@ class VideoSource(Source):
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(read_ms, 1)]
             cap = cv2.VideoCapture(self.spec, self.api, params)
         else:
-            cap = cv2.VideoCapture(self.spec, self.api)
+            with c_stderr_to_log():  # OpenCV's own AVI parser prints to stderr ("Unexpected list type...")
+                cap = cv2.VideoCapture(self.spec, self.api)
         if cap.isOpened():
             return cap
         cap.release()

@@ -510,6 +510,15 @@ CASES: list[Case] = [
          lambda i, o: run("camera_stream", "--model", str(pickle_checkpoint(i / "m.safetensors")),
                           "--output", str(o / "frames")),
          "cannot load checkpoint safely"),
+    Case("process-run-broken-video", "process", "ssran-edge run on an .avi whose header is garbage (FFmpeg and "
+         "OpenCV's AVI parser print their own lines)",
+         lambda i, o: last((i / "v.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(range(256)) * 20),
+                           run_auto(f"camera_stream:{i / 'v.avi'}", "--output", str(o / "frames"))),
+         "cannot open video file"),
+    Case("process-run-refused-rtsp", "process", "ssran-edge run on an RTSP URL whose port refuses (FFmpeg logs it)",
+         lambda i, o: run_auto("camera_stream:rtsp://127.0.0.1:9/stream", "--read-timeout", "2",
+                               "--output", str(o / "frames")),
+         "cannot open camera/stream rtsp://127.0.0.1:9/stream"),
     # --- full disk, simulated --------------------------------------------------------------------------------
     Case("full-disk-predict-npy", "process", "predict --output y.npy, file-size limit 64 kB (EFBIG)",
          lambda i, o: predict(str(npy(i / "x.npy", rgb(64, 64))), "--output", str(o / "y.npy")),
