@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ssran_edge.data.readers import Cube, check_cube, check_npy_header, envi_files, read_cube
+from ssran_edge.data.readers import Cube, check_cube, check_npy_header, envi_files, envi_wavelengths, read_cube
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.runtime.frames import Frame, Source, SourceError, release_pages
 
@@ -77,18 +77,6 @@ def _cv2() -> Any:
     except ImportError:
         raise SourceError("video and PNG/TIFF sources need OpenCV: pip install opencv-python-headless") from None
     return cv2
-
-
-def _envi_wavelengths(metadata: dict[str, Any]) -> list[float] | None:
-    """Band centres in nm from an ENVI header (micrometres converted), as `read_envi` reads them."""
-    centres = metadata.get("wavelength")
-    if not centres:
-        return None
-    nm = np.asarray([float(w) for w in centres], dtype=np.float32)
-    units = str(metadata.get("wavelength units", "")).lower()
-    if units.startswith(("micro", "um", "µm")) or (units not in ("nm", "nanometers") and nm.max() < 30):
-        nm *= 1000.0
-    return [float(w) for w in nm]
 
 
 def _wavelength_list(cube: Cube) -> list[float] | None:
@@ -450,7 +438,8 @@ def _open_scene(path: Path) -> tuple[np.ndarray, list[float] | None]:
             header, data_file = envi_files(path, read_whole=False)
             image = envi.open(str(header), str(data_file))
             scene = image.open_memmap(interleave="bip")  # (rows, cols, bands) view whatever the file's interleave
-            wavelengths = _envi_wavelengths(image.metadata)
+            found = envi_wavelengths(image.metadata, str(path))
+            wavelengths = None if found is None else [float(w) for w in found]
     except SourceError:
         raise
     except SSRANEdgeError as exc:

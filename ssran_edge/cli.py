@@ -192,13 +192,24 @@ STAGES = {"train": ("train", "ssran_edge.train.__main__"), "export": ("export", 
           "bench": ("bench", "ssran_edge.bench.report")}  # command -> (pip extra, module with main(argv))
 
 
+OWN_HANDLERS = ("spectral",)  # libraries that attach a stderr handler to their logger at import
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def configure_logging(verbose: bool) -> None:
     """Our messages at INFO. Third-party warnings (Python warnings, the exporters' chatter, ONNX
     Runtime's session log) only with -v: at default verbosity stderr holds our lines alone."""
     import warnings
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    # Third-party loggers inherit the root level: their warnings (e.g. spectral on a header field it cannot
+    # parse) only with -v; ssran_edge sets its own level.
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(message)s")
     logging.getLogger("ssran_edge").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in OWN_HANDLERS:  # they print through their own handler at INFO whatever the root level
+        (logging.getLogger(name).removeFilter if verbose else logging.getLogger(name).addFilter)(_errors_only)
     if not verbose:
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         warnings.simplefilter("ignore")

@@ -49,6 +49,9 @@ class SRF:
         centres = np.asarray(cube_wavelengths, dtype=np.float64)
         if centres.shape != (hsi_bands,):
             raise DataError(f"{len(centres)} wavelengths given for a cube of {hsi_bands} bands")
+        if not np.isfinite(centres).all() or (np.diff(centres) <= 0).any():
+            raise DataError(f"SRF {self.name}: the cube's wavelengths must be finite and increasing to resample "
+                            "a curve table onto them")
         return _normalise_rows(resample_curves(self.wavelengths, self.curves, centres), self.name, self.band_names)
 
 
@@ -91,12 +94,16 @@ def load_srf(name_or_path: str | Path) -> SRF:
         key = "D" if "D" in matrices else (next(iter(matrices)) if len(matrices) == 1 else None)
         if key is None:
             raise DataError(f"SRF {path}: expected a matrix named D, found {sorted(variables)}")
+        if matrices[key].dtype.kind == "c":  # a cast would drop the imaginary part without a word
+            raise DataError(f"SRF {path}: matrix {key} is complex; an SRF is real")
+        if matrices[key].dtype.kind not in "biuf":
+            raise DataError(f"SRF {path}: {key} is not a numeric matrix (a MATLAB cell or struct array?)")
         matrix = np.asarray(matrices[key], dtype=np.float64)
         if not np.isfinite(matrix).all() or (matrix < 0).any():
             raise DataError(f"SRF {path}: matrix has NaN/Inf or negative weights")
         return SRF(name, [f"band{i + 1}" for i in range(matrix.shape[0])], matrix=matrix)
     try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]  # Excel: BOM
         header = [h.strip() for h in lines[0].split(",")]
         table = np.asarray([[float(v) for v in line.split(",")] for line in lines[1:]], dtype=np.float64)
     except (ValueError, UnicodeDecodeError, IndexError) as exc:

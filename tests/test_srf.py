@@ -225,3 +225,17 @@ def test_mat_srf_loaded_from_file(tmp_path):
     srf = load_srf(path)
     assert srf.band_names == ["band1", "band2"]
     np.testing.assert_allclose(srf.matrix_for(None, 3), [[0.25, 0.25, 0.5], [0.0, 0.75, 0.25]], rtol=1e-6)
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_reads(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; it used to make the first header `\\ufeffwavelength_nm`."""
+    from ssran_edge.srf import BUNDLED_DIR
+    from ssran_edge.srf import load_srf as load
+
+    plain = (load("nikon_d700").wavelengths, load("nikon_d700").curves)
+    text = (BUNDLED_DIR / "nikon_d700.csv").read_text()
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    srf = load(tmp_path / "excel.csv")
+    assert srf.band_names == load("nikon_d700").band_names
+    np.testing.assert_array_equal(srf.wavelengths, plain[0])
+    np.testing.assert_array_equal(srf.curves, plain[1])

@@ -290,14 +290,34 @@ def read_envi(path: str | Path) -> Cube:
         raise DataError(f"{path}: too large for this machine's memory") from None
     except Exception as exc:
         raise DataError(f"{path}: unreadable ENVI file ({type(exc).__name__}: {_one_line(exc)})") from None
-    wavelengths = None
-    centres = image.metadata.get("wavelength")
-    if centres:
+    return Cube(check_cube(data, str(path)), envi_wavelengths(image.metadata, str(path)), str(path))
+
+
+def envi_wavelengths(metadata: dict, source: str) -> np.ndarray | None:
+    """Band centres in nm from an ENVI header's `wavelength` (micrometres converted; no units: guessed
+    from the values). Text or non-finite values are one line naming them, not a traceback."""
+    centres = metadata.get("wavelength")
+    if not centres:
+        return None
+    try:
         wavelengths = np.asarray([float(w) for w in centres], dtype=np.float32)
-        units = str(image.metadata.get("wavelength units", "")).lower()  # absent: guess from the values
-        if units.startswith(("micro", "um", "µm")) or (units not in ("nm", "nanometers") and wavelengths.max() < 30):
-            wavelengths *= 1000.0
-    return Cube(check_cube(data, str(path)), wavelengths, str(path))
+    except (TypeError, ValueError):
+        bad = next(w for w in centres if not _is_number(w))
+        raise DataError(f"{source}: the header's wavelengths are not numbers ({bad!r}...)") from None
+    if not np.isfinite(wavelengths).all():
+        raise DataError(f"{source}: the header's wavelengths hold NaN/Inf")
+    units = str(metadata.get("wavelength units", "")).lower()
+    if units.startswith(("micro", "um", "µm")) or (units not in ("nm", "nanometers") and wavelengths.max() < 30):
+        wavelengths *= 1000.0
+    return wavelengths
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 # --- NumPy ----------------------------------------------------------------------------------------
