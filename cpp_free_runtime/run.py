@@ -49,11 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | None = None) -> int:
     """onnx_for: how to get an ONNX for weights that have none beside them (see backends.select_runner)."""
-    from tqdm import tqdm
-
-    from ssran_edge.atomic import check_writable, write_json
+    from ssran_edge.atomic import check_writable
     from ssran_edge.runtime.backends import select_runner
-    from ssran_edge.runtime.pipeline import StreamPipeline
     from ssran_edge.runtime.preview import Preview
     from ssran_edge.runtime.sinks import open_sink
     from ssran_edge.runtime.sources import open_source
@@ -66,6 +63,21 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
     sink = (open_sink(args.output, large_scene=bool(args.window), single_frame=source.single_frame)
             if args.output else None)
     previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None
+    if sink is not None:
+        sink.lock()  # now, before the source opens: a second run on this output stops here, in one line
+    try:
+        return _run(args, selection, source, sink, previews)
+    finally:
+        if sink is not None:
+            sink.unlock()
+
+
+def _run(args, selection, source, sink, previews) -> int:
+    from tqdm import tqdm
+
+    from ssran_edge.atomic import write_json
+    from ssran_edge.runtime.pipeline import StreamPipeline
+
     halo = args.halo
     with selection.runner as runner, source:
         if source.bands is not None and runner.in_bands and source.bands != runner.in_bands:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,6 +107,7 @@ class _BaseSink(Sink):
         self._mode: str | None = "windows" if large_scene else None
         self._scene_shape: tuple[int, int] | None = None
         self._cores: list[tuple[int, int, int, int]] = []
+        self._lock_fd: int | None = None
 
     def open(self, out_bands: int, wavelengths: list[float] | None) -> None:
         if out_bands < 1:
@@ -117,10 +119,51 @@ class _BaseSink(Sink):
         # a sink may be reopened for the next run: forget the previous one's mode and windows
         self._mode, self._scene_shape, self._cores = ("windows" if self.large_scene else None), None, []
         self.frames_written = 0
-        self.open_impl()
+        self.lock()
+        try:
+            self.open_impl()
+        except BaseException:
+            self.unlock()
+            raise
         log.info("%s sink %s open: %d bands", self.kind, self.path, out_bands)
 
+    def lock_path(self) -> Path:
+        return self.path.parent / f".{self.path.name}.lock"
+
+    def lock(self) -> None:
+        """One run writes an output at a time: an exclusive flock on a hidden file beside it, held until
+        close() (the kernel drops it if the process dies). A second run on the same output is refused
+        before inference; two runs used to share one staging file and mix their scenes' pixels."""
+        import fcntl
+
+        if self._lock_fd is not None:
+            return
+        _ensure_folder(self.path.parent)
+        with io_errors(self.path, "cannot lock the output"):
+            fd = os.open(self.lock_path(), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SinkError(f"{self.path}: another run is writing this output now; refusing to mix their "
+                            "outputs (wait for it, or choose another --output)") from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            self.lock_path().unlink(missing_ok=True)  # while still held: the next run makes a fresh one
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        try:
+            self.close_impl()
+        finally:
+            self.unlock()
+
     def open_impl(self) -> None: ...
+
+    def close_impl(self) -> None: ...
 
     def _check(self, frame: Frame, cube: np.ndarray) -> np.ndarray:
         if self.bands is None and cube.ndim == 3:  # used without open(): bands from the first cube
@@ -200,6 +243,10 @@ class _FileSink(_BaseSink):
 
     def open_impl(self) -> None:
         _ensure_folder(self.folder)  # fail at open(), before any inference is spent
+        if self.large_scene:  # staging files of runs that were killed (we hold the lock: nobody else writes)
+            for stale in self.folder.glob(f".{self.scene_data_path().name}.*partial"):
+                log.info("%s: removing the staging file of an interrupted run", stale)
+                stale.unlink(missing_ok=True)
 
     def write(self, frame: Frame, cube: np.ndarray) -> None:
         cube = self._check(frame, cube)
@@ -212,7 +259,9 @@ class _FileSink(_BaseSink):
             rect, core = self._window(frame, cube)
             with io_errors(self.scene_path()):
                 if self._scene is None:
-                    self._scene_tmp = self.folder / f".{self.scene_data_path().name}.partial"
+                    # unique per run: a name shared by two runs mixed their pixels (the lock also refuses that)
+                    self._scene_tmp = self.folder / (f".{self.scene_data_path().name}.{os.getpid()}-"
+                                                     f"{secrets.token_hex(4)}.partial")
                     self._scene = self._new_scene(self._scene_tmp, *self._scene_shape)  # type: ignore[misc]
                 # Written with pwrite, not through the mapping: pages touched through a mapping (and the
                 # kernel's fault-around neighbours) count as resident memory, GBs for a BSQ scene.
@@ -233,7 +282,7 @@ class _FileSink(_BaseSink):
         log.info("%s: scene %dx%dx%d staged in %s", self.scene_path(), h, w, self.bands, tmp.name)
         return scene
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         if self._scene is None:
             return
         scene, tmp, final = self._scene, self._scene_tmp, self.scene_path()
@@ -247,6 +296,8 @@ class _FileSink(_BaseSink):
                 return
             with open(tmp, "rb") as f:  # type: ignore[arg-type]
                 os.fsync(f.fileno())  # on disk before it gets its final name
+            if final.exists():
+                log.info("%s: replacing the existing file", final)
             self.finish_scene(tmp, final)  # type: ignore[arg-type]
         log.info("%s: scene %dx%dx%d complete (%d windows)", final, h, w, self.bands, len(self._cores))
 
@@ -428,7 +479,7 @@ class ZarrSink(_BaseSink):
         self._cores.append(rect)
         hsi.attrs["windows_complete"] = [list(r) for r in self._cores]
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         hsi = self._arrays.get(ZARR_ARRAY)
         if self._mode == "windows" and hsi is not None:
             complete = _all_covered(self._cores, *self._scene_shape)  # type: ignore[misc]

@@ -131,7 +131,7 @@ def test_windows_reassemble_envi_npy_zarr(tmp_path):
     # nothing under the final names until close(); the scene lives in a hidden temp file
     assert not (tmp_path / "big.hdr").exists() and not (tmp_path / "big.img").exists()
     assert not (tmp_path / "big.npy").exists()
-    assert (tmp_path / ".big.img.partial").is_file()
+    assert len(list(tmp_path.glob(".big.img.*.partial"))) == 1
     for sink in sinks.values():
         sink.close()
     img = envi.open(str(tmp_path / "big.hdr"))
@@ -159,7 +159,7 @@ def test_windows_interrupted_leave_no_final_file(tmp_path, caplog):
     sink.close()  # two windows missing: warns, keeps the temp, publishes nothing
     assert "scene incomplete" in caplog.text
     assert _visible(tmp_path / "scene_envi") == set()
-    assert (tmp_path / "scene_envi" / ".scene.img.partial").is_file()
+    assert len(list((tmp_path / "scene_envi").glob(".scene.img.*.partial"))) == 1
 
 
 # --- interrupted streams ------------------------------------------------------------------------------
@@ -276,3 +276,53 @@ def test_open_sink_unknown_form(tmp_path):
     existing = tmp_path / "run.v2"
     existing.mkdir()
     assert type(open_sink(existing)) is NpySink
+
+
+def test_one_run_writes_an_output_at_a_time(tmp_path):
+    """Two writers of one output: the second is refused at open(), before any inference (two `run
+    --window` processes used to share one staging file and mix their scenes). The lock goes with
+    close(); a killed run's staging file is removed by the next run."""
+    for make in (lambda: NpySink(tmp_path / "big.npy", large_scene=True),
+                 lambda: ZarrSink(tmp_path / "big.zarr", large_scene=True, tile=128),
+                 lambda: NpySink(tmp_path / "frames")):
+        first, second = make(), make()
+        first.open(5, None)
+        with pytest.raises(SinkError, match="another run is writing this output now"):
+            second.open(5, None)
+        first.close()
+        second.open(5, None)  # free again
+        second.close()
+        assert not list(tmp_path.glob(".*.lock"))
+    (tmp_path / ".big.npy.4242-dead.partial").write_bytes(b"left by a killed run")
+    scene = np.random.default_rng(4).random((300, 250, 5), dtype=np.float32)
+    sink = NpySink(tmp_path / "big.npy", large_scene=True)
+    sink.open(5, None)
+    assert not (tmp_path / ".big.npy.4242-dead.partial").exists()
+    for frame, cube in _windows(scene):
+        sink.write(frame, cube)
+    sink.close()
+    assert np.array_equal(np.load(tmp_path / "big.npy"), scene)
+
+
+def test_two_window_runs_on_one_output_never_mix(tmp_path):
+    """As users hit it: two `ssran-edge run --window` processes on different scenes, one output."""
+    for name, seed in (("a", 0), ("b", 1)):
+        np.save(tmp_path / f"{name}.npy", np.random.default_rng(seed).random((600, 600, 3), dtype=np.float32))
+    cmd = [sys.executable, "-m", "ssran_edge.cli", "run", "--window", "128", "--output", str(tmp_path / "out.npy")]
+    procs = [subprocess.Popen([*cmd[:4], str(tmp_path / f"{n}.npy"), *cmd[4:]], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for n in ("a", "b")]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    refused = [err for code, err in results if code == 2]
+    if codes == [0, 2]:  # they overlapped: the second was refused in one line, the first wrote its scene
+        assert "another run is writing this output now" in refused[0] and len(refused[0].strip().splitlines()) == 1
+    else:  # one finished before the other opened: both succeeded, each in turn
+        assert codes == [0, 0]
+    out = np.load(tmp_path / "out.npy")
+    winners = [n for n, (code, _) in zip(("a", "b"), results, strict=True) if code == 0]
+    references = {}
+    for n in winners:  # the same command alone, into its own file
+        subprocess.run([*cmd[:4], str(tmp_path / f"{n}.npy"), *cmd[4:-1], str(tmp_path / f"ref_{n}.npy")],
+                       cwd=REPO, check=True, capture_output=True, timeout=300)
+        references[n] = np.load(tmp_path / f"ref_{n}.npy")
+    assert any(np.array_equal(out, ref) for ref in references.values())  # one scene whole, not a mixture
