@@ -53,13 +53,16 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.runtime.preview import Preview
     from ssran_edge.runtime.sinks import open_sink
-    from ssran_edge.runtime.sources import open_source
+    from ssran_edge.runtime.sources import WindowedSceneSource, open_source
 
     if args.summary_json:  # found after the last frame otherwise
         check_writable(args.summary_json, "--summary-json")
     selection = select_runner(args.model, args.backend, args.device, args.threads, onnx_for=onnx_for)
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout)
+    if args.window and not isinstance(source, WindowedSceneSource):  # found after inference otherwise
+        raise DataError(f"--window reads one large scene file (.npy, ENVI, ...) in windows; {source.name} is "
+                        "not one: drop --window")
     sink = (open_sink(args.output, large_scene=bool(args.window), single_frame=source.single_frame)
             if args.output else None)
     previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None

@@ -16,9 +16,11 @@ Expected bad input ends with one line on stderr and exit code 2, never a traceba
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
+import os
 import sys
 import time
 from importlib import import_module
@@ -244,10 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         print("ssran-edge: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `ssran-edge info | head`: the reader left; not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # after BrokenPipeError, one of its kind
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        name = Path(exc.filename or "").name
+        print(f"ssran-edge: error: file name too long ({len(name)} characters; this file system allows "
+              f"{os.pathconf('/', 'PC_NAME_MAX')}): {name[:40]}...", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -469,6 +469,12 @@ CASES: list[Case] = [
          lambda i, o: last((i / "file").write_text("x"), run(str(npy(i / "x.npy", rgb())), "--summary-json",
                                                             str(i / "file" / "s.json"), "--output", str(o / "f"))),
          "file is a file, not a folder"),
+    Case("run-window-on-a-stream", "cli", "--window on the simulated camera (failed after inference before)",
+         lambda i, o: run("camera_stream", "--window", "64", "--output", str(o / "f")),
+         "--window reads one large scene file"),
+    Case("run-name-too-long", "cli", "--output a 300-character file name",
+         lambda i, o: run(str(npy(i / "x.npy", rgb())), "--output", str(o / ("a" * 300))),
+         "file name too long (300 characters"),
     Case("run-unknown-flag", "cli", "--bogus",
          lambda i, o: run("camera_stream", "--bogus"), "unrecognized arguments: --bogus"),
     # --- python -m export --------------------------------------------------------------------------------
