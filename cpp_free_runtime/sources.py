@@ -352,6 +352,7 @@ class FolderSource(Source):
         self.files: list[Path] = []
         self._position = 0
         self._opened = False
+        self._first: tuple[np.ndarray, list[float] | None] | None = None
 
     def open(self) -> None:
         if self._opened:
@@ -364,6 +365,9 @@ class FolderSource(Source):
             log.debug("%s: skipped %d files of other types", self.folder, skipped)
         if not self.files:
             raise SourceError(f"{self.folder}: no frames (expected {', '.join(readable)} files)")
+        # The first frame now: its band count is checked against the model before any output is opened.
+        self._first = self._load(self.files[0])
+        self.bands, self.wavelengths = self._first[0].shape[2], self._first[1]
         self._opened = True
 
     def _load(self, path: Path) -> tuple[np.ndarray, list[float] | None]:
@@ -377,11 +381,11 @@ class FolderSource(Source):
         if self._position >= len(self.files):
             return None
         path = self.files[self._position]
-        data, wavelengths = self._load(path)
-        if self.bands is None:
-            self.bands = data.shape[2]
-            self.wavelengths = wavelengths
-        elif data.shape[2] != self.bands:
+        if self._position == 0 and self._first is not None:
+            (data, _), self._first = self._first, None
+        else:
+            data, _ = self._load(path)
+        if data.shape[2] != self.bands:
             raise SourceError(f"{path}: {data.shape[2]} bands, but earlier frames in {self.folder} have {self.bands}")
         frame = Frame(self._position, data, time.monotonic(), meta={"path": str(path)})
         self._position += 1

@@ -475,6 +475,11 @@ CASES: list[Case] = [
     Case("run-name-too-long", "cli", "--output a 300-character file name",
          lambda i, o: run(str(npy(i / "x.npy", rgb())), "--output", str(o / ("a" * 300))),
          "file name too long (300 characters"),
+    Case("run-folder-wrong-band-count", "cli", "a folder of 5-band frames into a 3-band model (found after the "
+         "backend line before)",
+         lambda i, o: last((i / "frames").mkdir(), npy(i / "frames" / "f0.npy", rgb(bands=5)),
+                           run(str(i / "frames"), "--output", str(o / "f"))),
+         "5 bands, but the model takes 3"),
     Case("run-unknown-flag", "cli", "--bogus",
          lambda i, o: run("camera_stream", "--bogus"), "unrecognized arguments: --bogus"),
     # --- python -m export --------------------------------------------------------------------------------
