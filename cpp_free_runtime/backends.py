@@ -61,13 +61,13 @@ def _cuda_torch() -> bool:
 
 def select_runner(model: str | Path | None, backend: str = "auto", device: str = "", threads: int = 0,
                   onnx_for: Callable[[Path], Path] | None = None) -> Selection:
-    from ssran_edge.assets import DEFAULT_MODEL, MODELS
+    from ssran_edge.assets import model_path
 
     if backend not in BACKENDS:
         raise RunnerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not DEVICE.fullmatch(device):  # checked even where the backend would not use it: a typo is not "auto"
         raise RunnerError(f"--device {device!r}: use cpu, cuda or cuda:N")
-    path = Path(MODELS.get(str(model), model) if model else DEFAULT_MODEL)
+    path = model_path(model)
     if not path.exists():
         raise RunnerError(f"model {path}: no such file")
     selection = _select(path, backend, device, threads, onnx_for)

@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ssran_edge").setLevel(logging.INFO)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
     try:
-        from ssran_edge.assets import DEFAULT_MODEL, MODELS
+        from ssran_edge.assets import model_path
         from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
         from ssran_edge.export.pipeline import ExportOptions, run_export
 
-        weights = Path(MODELS.get(args.weights, args.weights or DEFAULT_MODEL))
+        weights = model_path(args.weights)
         if args.beside_weights:
             from ssran_edge.export.onnx_export import export_weights
 

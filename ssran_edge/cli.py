@@ -97,10 +97,10 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from ssran_edge.assets import DEFAULT_MODEL, MODELS
+    from ssran_edge.assets import model_path
     from ssran_edge.card import ModelCard
 
-    path = Path(MODELS.get(args.model, args.model) if args.model else DEFAULT_MODEL)
+    path = model_path(args.model)
     card = ModelCard.read(path)
     print(json.dumps({"path": str(path), "weights": _stored_values(path),
                       **{k: v for k, v in card.to_dict().items() if k != "training"}}, indent=2))
@@ -121,12 +121,12 @@ def _stored_values(weights: Path) -> int | None:
 
 
 def cmd_evaluate(args) -> int:
-    from ssran_edge.assets import DEFAULT_MODEL, MODELS
+    from ssran_edge.assets import model_path
     from ssran_edge.card import ModelCard
     from ssran_edge.data.protocols import protocol_of_card
     from ssran_edge.train.report import MD_HEADER, evaluate, markdown_rows, per_scene_table, robustness_table, verdict
 
-    path = MODELS.get(args.model, args.model) if args.model else DEFAULT_MODEL
+    path = model_path(args.model)
     card = ModelCard.read(path)
     report = evaluate(path, protocol_of_card(card, args.data_root, args.protocol), args.device,
                       robustness=args.robustness)

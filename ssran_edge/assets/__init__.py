@@ -18,6 +18,12 @@ MODELS = {name: ASSETS / "models" / f"{name}.safetensors" for name in ("cave", "
 DEFAULT_MODEL = MODELS["cave"]
 
 
+def model_path(name_or_path: str | Path | None) -> Path:
+    """A bundled model's weights by name (cave, cave_ssran, paris, pavia), any other path as given, or
+    the default model for None/""."""
+    return Path(MODELS.get(str(name_or_path), name_or_path)) if name_or_path else DEFAULT_MODEL
+
+
 def demo_scene() -> Cube:
     """The bundled crop of a CAVE test scene (see ATTRIBUTION.md): (H, W, 31) reflectance in [0, 1]."""
     with np.load(DEMO_SCENE, allow_pickle=False) as f:
