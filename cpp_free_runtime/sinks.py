@@ -23,6 +23,7 @@ in attrs["windows_complete"] and attrs["scene_complete"] set by close().
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -108,6 +109,7 @@ class _BaseSink(Sink):
         self._scene_shape: tuple[int, int] | None = None
         self._cores: list[tuple[int, int, int, int]] = []
         self._lock_fd: int | None = None
+        self._made_folder: Path | None = None
 
     def open(self, out_bands: int, wavelengths: list[float] | None) -> None:
         if out_bands < 1:
@@ -138,13 +140,16 @@ class _BaseSink(Sink):
 
         if self._lock_fd is not None:
             return
-        _ensure_folder(self.path.parent)
+        folder = self.lock_path().parent
+        self._made_folder = None if folder.exists() else folder
+        _ensure_folder(folder)
         with io_errors(self.path, "cannot lock the output"):
             fd = os.open(self.lock_path(), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
+            self._made_folder = None
             raise SinkError(f"{self.path}: another run is writing this output now; refusing to mix their "
                             "outputs (wait for it, or choose another --output)") from None
         self._lock_fd = fd
@@ -154,6 +159,10 @@ class _BaseSink(Sink):
             self.lock_path().unlink(missing_ok=True)  # while still held: the next run makes a fresh one
             os.close(self._lock_fd)
             self._lock_fd = None
+            if self._made_folder is not None:  # a run that wrote nothing leaves no empty output folder
+                with contextlib.suppress(OSError):
+                    self._made_folder.rmdir()
+                self._made_folder = None
 
     def close(self) -> None:
         try:
@@ -233,6 +242,10 @@ class _FileSink(_BaseSink):
             return self.path.with_suffix(self.ext)
         name = f"{self.path.stem}_{index:06d}" if self.is_file_name else f"frame_{index:06d}"
         return self.folder / f"{name}{self.ext}"
+
+    def lock_path(self) -> Path:
+        # An output folder holds its own lock: its parent need not be writable (a folder made for us).
+        return super().lock_path() if self.is_file_name else self.folder / ".ssran-edge.lock"
 
     def scene_path(self) -> Path:
         return self.path.with_suffix(self.ext) if self.is_file_name else self.folder / f"scene{self.ext}"

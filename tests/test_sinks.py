@@ -175,7 +175,10 @@ def test_npy_stream_interrupted_mid_write(tmp_path):
     (folder / "frame_000002.npy" / "x").touch()
     with pytest.raises(SinkError, match=r"frame_000002\.npy: cannot write"):
         sink.write(Frame(2, cubes[2]), cubes[2])
-    assert sorted(os.listdir(folder)) == ["frame_000000.npy", "frame_000001.npy", "frame_000002.npy"]  # no temp
+    assert sorted(os.listdir(folder)) == [".ssran-edge.lock", "frame_000000.npy", "frame_000001.npy",
+                                          "frame_000002.npy"]  # no temp file; the open sink's lock
+    sink.close()
+    assert sorted(os.listdir(folder)) == ["frame_000000.npy", "frame_000001.npy", "frame_000002.npy"]
     assert (folder / "frame_000002.npy").is_dir()
     for i in range(2):
         assert np.array_equal(np.load(folder / f"frame_{i:06d}.npy"), cubes[i])
@@ -192,6 +195,7 @@ def test_envi_stream_interrupted_mid_write(tmp_path):
     (folder / "frame_000002.img" / "x").touch()
     with pytest.raises(SinkError, match=r"frame_000002\.hdr: cannot write"):
         sink.write(Frame(2, cubes[2]), cubes[2])
+    sink.close()  # the lock inside the folder goes with it
     assert sorted(os.listdir(folder)) == ["frame_000000.hdr", "frame_000000.img", "frame_000001.hdr",
                                           "frame_000001.img", "frame_000002.img"]
     assert (folder / "frame_000002.img").is_dir()
@@ -302,6 +306,23 @@ def test_one_run_writes_an_output_at_a_time(tmp_path):
         sink.write(frame, cube)
     sink.close()
     assert np.array_equal(np.load(tmp_path / "big.npy"), scene)
+
+
+def test_an_output_folder_holds_its_own_lock(tmp_path):
+    """A frame folder's lock lives inside it, so a folder made writable for us inside a read-only
+    parent still works; the folder a run made and wrote nothing to goes with the run."""
+    folder = tmp_path / "frames"
+    sink = NpySink(folder)
+    sink.open(5, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+    assert sorted(p.name for p in folder.iterdir()) == [".ssran-edge.lock"]
+    sink.close()
+    assert not folder.exists()  # nothing was written: no empty folder left behind
+    sink = NpySink(folder)
+    sink.open(5, None)
+    sink.write(Frame(0, np.zeros((4, 4, 5), np.float32)), np.zeros((4, 4, 5), np.float32))
+    sink.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["frame_000000.npy"]
 
 
 def test_two_window_runs_on_one_output_never_mix(tmp_path):
