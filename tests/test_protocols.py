@@ -33,6 +33,19 @@ def test_binned_training_scenes_all_have_the_extra_scenes_scale(shared_data):
     np.testing.assert_allclose(binned.train[0].msi, bin2x2(native.train[0].msi), atol=1e-6)
 
 
+def test_folding_validation_into_training_never_touches_test(shared_data):
+    """Once a recipe is chosen: train on train + validation; a card that says so reloads the same split."""
+    from ssran_edge.card import ModelCard
+    from ssran_edge.data.protocols import protocol_of_card
+
+    folded = load_protocol("cave", shared_data, fold_validation=True)
+    assert [p.name for p in folded.train] == CAVE_SPLIT["train"] + CAVE_SPLIT["val"]
+    assert [p.name for p in folded.val] == CAVE_SPLIT["val"]  # still reported, as seen data
+    assert [p.name for p in folded.test] == CAVE_SPLIT["test"]
+    card = ModelCard(arch="ssran", in_bands=3, out_bands=31, protocol="cave", training={"fold_validation": True})
+    assert [p.name for p in protocol_of_card(card, shared_data).train] == [p.name for p in folded.train]
+
+
 def test_cave7_is_the_first_protocol(shared_data):
     data = load_protocol("cave7", shared_data)
     assert data.name == "cave7"

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip variants: train the skip's weights, or keep the least-squares fit")
     p.add_argument("--train-resolution", choices=["native", "binned"],
                    help="cave: train on both scales (native) or bin the 512x512 scenes to 256 (binned)")
+    p.add_argument("--fold-validation", action=argparse.BooleanOptionalAction, default=None,
+                   help="once the recipe is chosen: train on the validation scenes too and keep the last epoch")
     p.add_argument("--select-mode", choices=["tile", "patch"], help="inference mode for best-on-validation")
     p.add_argument("--tile", type=positive_int)
     p.add_argument("--width", type=positive_int)

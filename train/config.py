@@ -36,6 +36,9 @@ class TrainConfig:
     train_skip: bool = True  # skip variants: train the skip's weights too (False: keep the least-squares fit)
     train_resolution: str = "native"  # cave: native (512 and 256 scenes) or binned (all at 256 scale)
     select_mode: str = "patch"  # inference mode the best-on-validation checkpoint is chosen in
+    # Once a recipe is chosen on validation: train on train + validation scenes and keep the last
+    # epoch (validation is then seen data: its figure measures fit, and chooses nothing).
+    fold_validation: bool = False
     tile: int = 256
     width: int = 64
     num_blocks: int = 3
@@ -54,7 +57,8 @@ class TrainConfig:
 
     def data_kwargs(self) -> dict:
         return {"train_files": self.train_files, "test_files": self.test_files, "srf": self.srf,
-                "variable": self.variable or None, "train_resolution": self.train_resolution}
+                "variable": self.variable or None, "train_resolution": self.train_resolution,
+                "fold_validation": self.fold_validation}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -192,8 +192,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "val_psnr": val,
                         **({"skip_loss": skip_loss / seen} if hasattr(model, "skip") else {}),
                         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "val_seconds": val_seconds})
-        if val > best_val:
-            best_val = val
+        if val > best_val or config.fold_validation:  # folded: validation is seen data; keep the last epoch
+            best_val = max(val, best_val)
             save_model(evaluated, best_path, card.replace(best_epoch=epoch + 1, val_psnr=val))
         save_training_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          **({"ema": ema.state_dict()} if ema is not None else {}),

@@ -228,14 +228,23 @@ PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave, "cave7
 def protocol_of_card(card: ModelCard, root: str | Path | None = None, name: str | None = None) -> ProtocolData:
     """The data a model was trained and tested on, from its model card (named or "files")."""
     training = card.training
-    files = {k: training.get(k) for k in ("train_files", "test_files", "srf", "variable", "train_resolution")}
+    files = {k: training.get(k) for k in ("train_files", "test_files", "srf", "variable", "train_resolution",
+                                          "fold_validation")}
     return load_protocol(name or card.protocol or "", root, **files)
 
 
 def load_protocol(name: str, root: str | Path | None = None, train_resolution: str | None = None,
-                  **files) -> ProtocolData:
+                  fold_validation: bool | None = False, **files) -> ProtocolData:
     """A named protocol, or "files" with train_files / test_files / srf (/ variable) given.
-    `train_resolution` (cave only): native or binned, see load_cave."""
+    `train_resolution` (cave only): native or binned, see load_cave. `fold_validation`: the
+    validation pairs join the training ones (they stay in `val` too, as seen data); test never moves."""
+    data = _load_protocol(name, root, train_resolution, **files)
+    if fold_validation:
+        data.train = data.train + data.val
+    return data
+
+
+def _load_protocol(name: str, root: str | Path | None, train_resolution: str | None, **files) -> ProtocolData:
     if name == "files":
         return load_files(files.get("train_files") or [], files.get("test_files") or [],
                           files.get("srf") or "", files.get("variable"))
