@@ -15,6 +15,7 @@ import onnx
 
 from ssran_edge.card import ModelCard
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.io import special_file
 
 log = logging.getLogger("ssran_edge.runtime")
 
@@ -62,6 +63,8 @@ def check_external_data(model: onnx.ModelProto, path: str | Path) -> None:
 
 def load_proto(path: str | Path) -> onnx.ModelProto:
     """The ONNX proto without its external data, checked to be readable and self-contained."""
+    if kind := special_file(path):
+        raise ArtefactError(f"{path}: is {kind}, not an ONNX file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ssran_edge.arguments import non_negative_int, positive_int
+from ssran_edge.arguments import MIN_TILE, non_negative_int, positive_int, tile_size
 from ssran_edge.errors import DataError
 
 log = logging.getLogger("ssran_edge.runtime")
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine (default: the bundled cave model)")
     p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"])
     p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
-    p.add_argument("--tile", type=non_negative_int, default=0, help="tile size (default: the model's)")
+    p.add_argument("--tile", type=tile_size, default=0, help=f"tile size, >= {MIN_TILE} (default: the model's)")
     p.add_argument("--halo", type=non_negative_int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
     p.add_argument("--batch", type=non_negative_int, default=0,
                    help="tiles per inference call (default: 1 on a CPU, where it is fastest and smallest; 4 on a GPU)")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ssran_edge.atomic import atomic_path
+from ssran_edge.atomic import WriterLock, atomic_path
 from ssran_edge.extras import require
 from ssran_edge.io import pwrite_array, write_array
 from ssran_edge.runtime.frames import Frame, Sink, SinkError
@@ -108,7 +108,7 @@ class _BaseSink(Sink):
         self._mode: str | None = "windows" if large_scene else None
         self._scene_shape: tuple[int, int] | None = None
         self._cores: list[tuple[int, int, int, int]] = []
-        self._lock_fd: int | None = None
+        self._lock = WriterLock(self.path)  # its path is set by lock(): subclasses choose where
         self._made_folder: Path | None = None
 
     def open(self, out_bands: int, wavelengths: list[float] | None) -> None:
@@ -133,32 +133,25 @@ class _BaseSink(Sink):
         return self.path.parent / f".{self.path.name}.lock"
 
     def lock(self) -> None:
-        """One run writes an output at a time: an exclusive flock on a hidden file beside it, held until
-        close() (the kernel drops it if the process dies). A second run on the same output is refused
-        before inference; two runs used to share one staging file and mix their scenes' pixels."""
-        import fcntl
-
-        if self._lock_fd is not None:
+        """One run writes an output at a time: an exclusive flock on a hidden file beside it (inside a
+        frame folder), held until close(). A second run on the same output is refused before
+        inference; two runs used to share one staging file and mix their scenes' pixels."""
+        if self._lock.held:
             return
         folder = self.lock_path().parent
         self._made_folder = None if folder.exists() else folder
         _ensure_folder(folder)
+        self._lock.path = self.lock_path()
         with io_errors(self.path, "cannot lock the output"):
-            fd = os.open(self.lock_path(), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+            acquired = self._lock.acquire()
+        if not acquired:
             self._made_folder = None
             raise SinkError(f"{self.path}: another run is writing this output now; refusing to mix their "
-                            "outputs (wait for it, or choose another --output)") from None
-        self._lock_fd = fd
+                            "outputs (wait for it, or choose another --output)")
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            self.lock_path().unlink(missing_ok=True)  # while still held: the next run makes a fresh one
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock.held:
+            self._lock.release()
             if self._made_folder is not None:  # a run that wrote nothing leaves no empty output folder
                 with contextlib.suppress(OSError):
                     self._made_folder.rmdir()

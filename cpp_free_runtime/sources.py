@@ -24,6 +24,7 @@ import numpy as np
 
 from ssran_edge.data.readers import Cube, check_cube, check_npy_header, envi_files, envi_wavelengths, read_cube
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.io import special_file
 from ssran_edge.runtime.frames import Frame, Source, SourceError, release_pages
 
 log = logging.getLogger("ssran_edge.runtime")
@@ -215,8 +216,8 @@ class VideoSource(Source):
         if self._cap is not None:
             return
         cv2 = _cv2()
-        if self.path is not None and not self.path.is_file():
-            raise SourceError(f"video {self.name}: no such file")
+        if self.path is not None:
+            _require_file(self.path, f"video {self.name}")
         if self.api == cv2.CAP_GSTREAMER and not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
             raise SourceError(f"GStreamer pipeline {self.name!r}: this OpenCV build has no GStreamer backend")
         self._cap = self._capture()
@@ -400,8 +401,7 @@ class FileSource(Source):
 
     def __init__(self, path: str | Path, *, variable: str | None = None) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise SourceError(f"{self.path}: no such file")
+        _require_file(self.path)
         self.variable = variable
         self.name = str(self.path)
         self._cube: Cube | None = None
@@ -427,10 +427,17 @@ class FileSource(Source):
 
 # --- very large scenes -------------------------------------------------------------------------------
 
+def _require_file(path: Path, name: str | None = None) -> None:
+    """A regular file, or one line: a FIFO or device would block the reader (or never end)."""
+    if kind := special_file(path):
+        raise SourceError(f"{name or path}: is {kind}, not a file")
+    if not path.is_file():
+        raise SourceError(f"{name or path}: no such file")
+
+
 def _open_scene(path: Path) -> tuple[np.ndarray, list[float] | None]:
     """A memory-mapped (H, W, B) view of a .npy or ENVI scene: nothing is read until sliced."""
-    if not path.is_file():
-        raise SourceError(f"{path}: no such file")
+    _require_file(path)
     try:
         if path.suffix.lower() == ".npy":
             check_npy_header(path, read_whole=False)  # a truncated or lying header: our words, not mmap's
@@ -482,8 +489,7 @@ class WindowedSceneSource(Source):
         self._scene: np.ndarray | None = None
         self._origins: list[tuple[int, int]] = []
         self._position = 0
-        if not self.path.is_file():
-            raise SourceError(f"{self.path}: no such file")
+        _require_file(self.path)
 
     def open(self) -> None:
         if self._scene is not None:
@@ -626,8 +632,7 @@ def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | No
     if suffix in VIDEO_EXTENSIONS:
         return VideoSource(str(path), read_timeout=read_timeout)
     if suffix in CUBE_EXTENSIONS + ENVI_EXTENSIONS:
-        if not path.is_file():
-            raise SourceError(f"{path}: no such file")
+        _require_file(path)
         windowable = suffix in (".npy",) + ENVI_EXTENSIONS
         if windowable and (window is not None or scene_bytes(path) > LARGE_SCENE_BYTES):
             return WindowedSceneSource(path, window=window or 1024)

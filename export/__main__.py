@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ssran_edge.arguments import OneLineParser, non_negative_int, positive_int
+from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels, tile_size
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
 
@@ -31,15 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
                    help="dynamic batch/height/width in the ONNX")
     p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True, help="onnxslim the graph")
-    p.add_argument("--imgsz", "--tile", dest="imgsz", type=non_negative_int, default=0,
-                   help="tile size the runtime feeds (default: the model card's)")
+    p.add_argument("--imgsz", "--tile", dest="imgsz", type=tile_size, default=0,
+                   help=f"tile size the runtime feeds, >= {MIN_TILE} (default: the model card's)")
     p.add_argument("--batch", type=positive_int, default=4, help="tiles per batch (TensorRT profile maximum)")
     p.add_argument("--data", help="protocol whose training data calibrates INT8 and whose validation split "
                                   "gates drift (default: the model's)")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
     p.add_argument("--calib-samples", type=positive_int, default=64, help="calibration tiles")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
-    p.add_argument("--calib-tile", type=positive_int, default=64, help="calibration tile size")
+    p.add_argument("--calib-tile", type=tile_pixels, default=64, help=f"calibration tile size, >= {MIN_TILE}")
     p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB")
     p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
     p.add_argument("--max-drop-fp16", type=float, default=0.05, help="dB of PSNR the FP16 artefacts may lose")

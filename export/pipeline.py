@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssran_edge import __version__
-from ssran_edge.atomic import atomic_path, sha256_file, write_json
+from ssran_edge.atomic import WriterLock, atomic_path, sha256_file, write_json
 from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import load_model
 from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
@@ -110,13 +110,23 @@ def run_export(opts: ExportOptions) -> dict:
         if engine_wanted and not trt_ok:
             raise ExportError(f"TensorRT not available: {trt_reason}")
     _writable(opts.output)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=opts.output))
+    lock = WriterLock(opts.output / ".export.lock")
+    if not lock.acquire():
+        raise ExportError(f"{opts.output}: another export is writing this folder now (wait for it, or "
+                          "choose another --output)")
     try:
-        manifest = _build_all(opts, model, card, data, val, tile, stage, trt_ok, trt_reason)
+        for stale in opts.output.glob(".staging-*"):  # a killed export's; we hold the lock, nobody else builds
+            log.info("%s: removing the staging folder of an interrupted export", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=opts.output))
+        try:
+            manifest = _build_all(opts, model, card, data, val, tile, stage, trt_ok, trt_reason)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        manifest["seconds"] = round(time.perf_counter() - started, 1)
+        write_json(opts.output / "manifest.json", manifest)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    manifest["seconds"] = round(time.perf_counter() - started, 1)
-    write_json(opts.output / "manifest.json", manifest)
+        lock.release()
     failed = [d["artefact"] for d in manifest["drift"] if not d["passed"]]
     if failed:
         raise ExportError(f"accuracy-drift gate failed for {', '.join(failed)} (see {opts.output / 'drift.md'}); "

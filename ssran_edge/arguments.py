@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
+from ssran_edge.tiling import MIN_TILE
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr (exit code 2); --help is unchanged.
@@ -34,4 +36,11 @@ def _int_at_least(minimum: int, what: str):
 
 positive_int = _int_at_least(1, "a positive number (>= 1)")
 non_negative_int = _int_at_least(0, "zero or more")
+
+tile_pixels = _int_at_least(MIN_TILE, f"a usable tile size (>= {MIN_TILE} px)")
+
+
+def tile_size(text: str) -> int:
+    """A tile side in pixels: >= MIN_TILE, or 0 for the model's own."""
+    return 0 if text.strip() == "0" else tile_pixels(text)
 

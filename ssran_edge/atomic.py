@@ -51,6 +51,41 @@ def check_writable(path: str | Path, what: str) -> Path:
     return path
 
 
+class WriterLock:
+    """One writer per output: an exclusive, non-blocking flock on a hidden lock file, held until
+    release() (the kernel drops it if the process dies, so a killed writer never blocks the next).
+    OSError from creating the lock file reaches the caller, which names its output."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> bool:
+        """True if this process now holds the lock; False if another one does."""
+        import fcntl
+
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: the next writer makes a fresh one
+            os.close(self._fd)
+            self._fd = None
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks (weights, ONNX and engines are hashed in manifests)."""
     digest = hashlib.sha256()

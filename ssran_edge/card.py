@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from ssran_edge import __version__
 from ssran_edge.atomic import write_json
 from ssran_edge.errors import CheckpointError
+from ssran_edge.tiling import MIN_TILE
 
 FORMAT = "ssran-edge"
 PREFIX = "ssran_edge."  # of the ONNX metadata_props and engine sidecar keys
@@ -168,8 +169,9 @@ def _inference(obj: Any, source: str) -> Inference:
     inference = Inference(**{k: obj[k] for k in ("mode", "tile", "patch") if k in obj})
     if inference.mode not in MODES:
         raise CheckpointError(f"{source}: inference.mode must be one of {', '.join(MODES)}, got {inference.mode!r}")
-    for key in ("tile", "patch"):
-        if not _positive_int(getattr(inference, key)):
-            raise CheckpointError(f"{source}: inference.{key} must be a positive integer, got "
-                                  f"{getattr(inference, key)!r}")
+    if not _positive_int(inference.patch):
+        raise CheckpointError(f"{source}: inference.patch must be a positive integer, got {inference.patch!r}")
+    if not _positive_int(inference.tile) or inference.tile < MIN_TILE:
+        raise CheckpointError(f"{source}: inference.tile must be an integer >= {MIN_TILE} (pixels), got "
+                              f"{inference.tile!r}")
     return inference

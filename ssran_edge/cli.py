@@ -26,7 +26,7 @@ import time
 from importlib import import_module
 from pathlib import Path
 
-from ssran_edge.arguments import OneLineParser, positive_int
+from ssran_edge.arguments import MIN_TILE, OneLineParser, tile_size
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
 
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--srf", help="SRF to simulate the MSI from a hyperspectral input (bundled name or file)")
     p.add_argument("--variable", help="variable name inside a .mat/.npz")
     p.add_argument("--mode", choices=["tile", "patch"], help="inference mode (default: the model card's)")
-    p.add_argument("--tile", type=positive_int, help="tile size in pixels (tile mode)")
+    p.add_argument("--tile", type=tile_size, help=f"tile size in pixels, >= {MIN_TILE} (tile mode; 0: the model's)")
     p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"],
                    help="auto: the ONNX beside the weights through ONNX Runtime (no torch needed), CUDA torch if "
                         "present")

@@ -1,11 +1,13 @@
 """Writing cubes: .npy or ENVI BSQ (with wavelengths), staged under a temp name, then renamed, so an
-interrupted run never leaves a partial file under the final name."""
+interrupted run never leaves a partial file under the final name; and the check that an input path
+is not a pipe or device, which would block a reader forever."""
 
 from __future__ import annotations
 
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,19 @@ from ssran_edge.errors import DataError
 # 1 MiB pieces 7-11 ms (2 MiB pieces were as slow as one write). In a stream that is ~20 % of the
 # int8 runner's time per frame, taken from the same two cores.
 WRITE_CHUNK = 1 << 20
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_file(path: str | Path) -> str | None:
+    """What a path is if it is a pipe, device or socket (opening a FIFO for reading blocks until a
+    writer comes, forever if none does); None for files, folders and missing paths. stat() never blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return next((what for test, what in _SPECIAL if test(mode)), None)
 
 
 def write_array(f, data: np.ndarray) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.errors import DataError
+from ssran_edge.io import special_file
 
 BUNDLED_DIR = Path(__file__).parent / "srfs"
 BUNDLED = {
@@ -84,6 +85,8 @@ def load_srf(name_or_path: str | Path) -> SRF:
     """A bundled SRF by name (see BUNDLED) or a file: .mat holding a matrix `D`, or a CSV curve table."""
     path = BUNDLED_DIR / BUNDLED[name_or_path] if str(name_or_path) in BUNDLED else Path(name_or_path)
     name = str(name_or_path)
+    if kind := special_file(path):
+        raise DataError(f"SRF {name}: is {kind}, not a file")
     if not path.is_file():
         raise DataError(f"SRF {name}: no such file (bundled SRFs: {', '.join(BUNDLED)})")
     if path.suffix.lower() == ".mat":

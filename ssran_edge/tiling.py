@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # the tiler runs any batch function; torch only for torch_inf
     import torch
 
 RECEPTIVE_RADIUS = 6  # six 3x3 convs in the default SSRAN: a 13x13 receptive field
+# A tile under 16 px is mostly halo (8 px a side): `export --imgsz 1` ran the drift gate over
+# ~200,000 windows for minutes. Real tiles are 64-512 px.
+MIN_TILE = 16
 
 
 def _starts(length: int, size: int) -> list[int]:

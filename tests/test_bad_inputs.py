@@ -57,6 +57,12 @@ def rgb(h: int = 16, w: int = 16, bands: int = 3) -> np.ndarray:
     return np.random.default_rng(0).random((h, w, bands), dtype=np.float32)
 
 
+def fifo(path: Path) -> Path:
+    """A named pipe with no writer: opening it for reading blocks forever."""
+    os.mkfifo(path)
+    return path
+
+
 def npy(path: Path, array: np.ndarray) -> Path:
     np.save(path, array)
     return path
@@ -373,7 +379,10 @@ CASES: list[Case] = [
          "cannot write output (Not a directory)"),
     Case("predict-negative-tile", "cli", "--tile -5",
          lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--tile", "-5", "--output", str(o / "y.npy")),
-         "argument --tile: -5 is not a positive number"),
+         "argument --tile: -5 is not a usable tile size (>= 16 px)"),
+    Case("run-tile-8", "cli", "run --tile 8 (mostly halo: a scene would take thousands of windows)",
+         lambda i, o: run(str(npy(i / "x.npy", rgb())), "--tile", "8", "--output", str(o / "y.npy")),
+         "argument --tile: 8 is not a usable tile size (>= 16 px)"),
     Case("predict-unknown-flag", "cli", "--foo",
          lambda i, o: predict("--foo", "--output", str(o / "y.npy")),
          "ssran-edge: error: unrecognized arguments: --foo"),
@@ -493,7 +502,10 @@ CASES: list[Case] = [
          "protocol pavia has 4 -> 103 bands; the model takes 3 -> 31", needs="shared_data"),
     Case("export-zero-calib-tile", "cli", "--calib-tile 0",
          lambda i, o: export("--int8", "--calib-tile", "0", "--output", str(o / "e")),
-         "argument --calib-tile: 0 is not a positive number"),
+         "argument --calib-tile: 0 is not a usable tile size (>= 16 px)"),
+    Case("export-imgsz-1", "cli", "--imgsz 1 (the drift gate ran ~200,000 windows for minutes)",
+         lambda i, o: export("--imgsz", "1", "--output", str(o / "e")),
+         "argument --imgsz/--tile: 1 is not a usable tile size (>= 16 px)"),
     Case("export-unwritable-output", "cli", "--output below a regular file",
          lambda i, o: last((i / "file").write_text("x"),
                            export("--weights", "paris", "--output", str(i / "file" / "e"))),
@@ -547,6 +559,20 @@ CASES: list[Case] = [
          lambda i, o: run_auto("camera_stream:rtsp://127.0.0.1:9/stream", "--read-timeout", "2",
                                "--output", str(o / "frames")),
          "cannot open camera/stream rtsp://127.0.0.1:9/stream"),
+    Case("process-predict-fifo", "process", "ssran-edge predict on a FIFO with no writer (it blocked forever)",
+         lambda i, o: predict(str(fifo(i / "x.npy")), "--output", str(o / "y.npy")),
+         "x.npy: is a FIFO (named pipe), not a file"),
+    Case("process-predict-fifo-model", "process", "predict --model a FIFO named .safetensors (blocked forever)",
+         lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--model", str(fifo(i / "m.safetensors")),
+                              "--output", str(o / "y.npy")),
+         "m.safetensors: is a FIFO (named pipe), not a model file"),
+    Case("process-predict-fifo-srf", "process", "predict --srf a FIFO named .csv",
+         lambda i, o: predict(str(npy(i / "x.npy", rgb(bands=31))), "--srf", str(fifo(i / "s.csv")),
+                              "--output", str(o / "y.npy")),
+         "s.csv: is a FIFO (named pipe), not a file"),
+    Case("process-run-fifo-video", "process", "ssran-edge run on a FIFO named .mp4",
+         lambda i, o: run(str(fifo(i / "v.mp4")), "--output", str(o / "frames")),
+         "v.mp4: is a FIFO (named pipe), not a file"),
     # --- full disk, simulated --------------------------------------------------------------------------------
     Case("full-disk-predict-npy", "process", "predict --output y.npy, file-size limit 64 kB (EFBIG)",
          lambda i, o: predict(str(npy(i / "x.npy", rgb(64, 64))), "--output", str(o / "y.npy")),

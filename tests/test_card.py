@@ -47,7 +47,8 @@ def _card_with(tmp_path, **changes):
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"inference": {"mode": "tile", "tile": 0}}, "inference.tile must be a positive integer, got 0"),
+    ({"inference": {"mode": "tile", "tile": 0}}, "inference.tile must be an integer >= 16 (pixels), got 0"),
+    ({"inference": {"mode": "tile", "tile": 8}}, "inference.tile must be an integer >= 16 (pixels), got 8"),
     ({"inference": {"mode": "whole"}}, "inference.mode must be one of tile, patch, got 'whole'"),
     ({"inference": "tile"}, "inference must be an object"),
     ({"in_bands": "3"}, "in_bands must be a positive integer, got '3'"),

@@ -112,6 +112,34 @@ def test_bad_flags_one_line(tmp_path, args, message):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_one_export_per_folder_and_a_killed_ones_staging_is_cleaned(tmp_path):
+    """Real processes: a second export into a folder being exported to is refused in one line; an
+    export killed mid-build leaves its .staging-* folder, and the next export removes it."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    first = subprocess.Popen([sys.executable, "-m", "export", *FAST, "--output", str(out)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob(".staging-*")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(out.glob(".staging-*")), "the export never staged anything"
+        second = run_export("--output", str(out))
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert "another export is writing this folder now" in second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert list(out.glob(".staging-*")), "a killed export leaves its staging folder"
+    third = run_export("--output", str(out))
+    assert third.returncode == 0, third.stderr
+    assert not list(out.glob(".staging-*")) and not (out / ".export.lock").exists()
+    assert (out / "model.onnx").is_file() and (out / "manifest.json").is_file()
+
+
 def test_unwritable_output_and_pickle_checkpoint(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

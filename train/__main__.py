@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ssran_edge.arguments import OneLineParser, non_negative_int, positive_int
+from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
 from ssran_edge.train.config import RECIPES, TrainConfig, make_config
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-validation", action=argparse.BooleanOptionalAction, default=None,
                    help="once the recipe is chosen: train on the validation scenes too and keep the last epoch")
     p.add_argument("--select-mode", choices=["tile", "patch"], help="inference mode for best-on-validation")
-    p.add_argument("--tile", type=positive_int)
+    p.add_argument("--tile", type=tile_pixels, help=f"validation tile size (>= {MIN_TILE})")
     p.add_argument("--width", type=positive_int)
     p.add_argument("--num-blocks", type=positive_int)
     p.add_argument("--eca-kernel", type=positive_int)

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.data.readers import Cube, check_cube
+from ssran_edge.errors import CheckpointError
+from ssran_edge.io import special_file
 
 ASSETS = Path(__file__).parent
 DEMO_SCENE = ASSETS / "demo_cave_crop.npz"
@@ -21,7 +23,11 @@ DEFAULT_MODEL = MODELS["cave"]
 def model_path(name_or_path: str | Path | None) -> Path:
     """A bundled model's weights by name (cave, cave_ssran, paris, pavia), any other path as given, or
     the default model for None/""."""
-    return Path(MODELS.get(str(name_or_path), name_or_path)) if name_or_path else DEFAULT_MODEL
+    path = Path(MODELS.get(str(name_or_path), name_or_path)) if name_or_path else DEFAULT_MODEL
+    for part in (path, path.with_suffix(".json")):
+        if kind := special_file(part):
+            raise CheckpointError(f"{part}: is {kind}, not a model file")
+    return path
 
 
 def demo_scene() -> Cube:

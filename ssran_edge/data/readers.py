@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.errors import DataError
+from ssran_edge.io import special_file
 
 
 def _one_line(exc: BaseException) -> str:
@@ -387,6 +388,8 @@ def read_cube(path: str | Path, variable: str | None = None) -> Cube:
         return read_cave_scene(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    if kind := special_file(path):
+        raise DataError(f"{path}: is {kind}, not a file; a cube is read from a regular file or a CAVE folder")
     suffix = path.suffix.lower()
     if suffix == ".mat":
         return read_mat(path, variable)
