@@ -9,11 +9,11 @@ are present. Every artefact is gated on accuracy drift against the fp32 PyTorch 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels, tile_size
+from ssran_edge.console import configure_logging
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beside-weights", action="store_true",
                    help="only the fp32 ONNX, written beside the weights as <name>.onnx with their hash: how the "
                         "bundled models ship, so a runtime-only install runs them without torch")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the libraries' warnings and notes")
     p.add_argument("--drift-regions", type=non_negative_int, default=0, help="validation regions to gate on (0 = all)")
     return p
 
@@ -58,10 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except MissingExtra as exc:
         print(exc, file=sys.stderr)
         return 2
-    # Our progress at INFO; the exporters' own chatter (onnxscript, onnx_ir, onnxslim) only if it matters.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("ssran_edge").setLevel(logging.INFO)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
+    # Our progress at INFO; the exporters' own chatter (onnxscript, onnx_ir, onnxslim, torch.onnx) with -v.
+    configure_logging(args.verbose)
     try:
         from ssran_edge.assets import model_path
         from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB

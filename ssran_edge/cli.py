@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import math
 import os
 import sys
@@ -27,6 +26,7 @@ from importlib import import_module
 from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, tile_size
+from ssran_edge.console import configure_logging
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
 
@@ -192,29 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
 VERBOSE = ("-v", "--verbose")
 STAGES = {"train": ("train", "ssran_edge.train.__main__"), "export": ("export", "ssran_edge.export.__main__"),
           "bench": ("bench", "ssran_edge.bench.report")}  # command -> (pip extra, module with main(argv))
-
-
-OWN_HANDLERS = ("spectral",)  # libraries that attach a stderr handler to their logger at import
-
-
-def _errors_only(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.ERROR
-
-
-def configure_logging(verbose: bool) -> None:
-    """Our messages at INFO. Third-party warnings (Python warnings, the exporters' chatter, ONNX
-    Runtime's session log) only with -v: at default verbosity stderr holds our lines alone."""
-    import warnings
-
-    # Third-party loggers inherit the root level: their warnings (e.g. spectral on a header field it cannot
-    # parse) only with -v; ssran_edge sets its own level.
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(message)s")
-    logging.getLogger("ssran_edge").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for name in OWN_HANDLERS:  # they print through their own handler at INFO whatever the root level
-        (logging.getLogger(name).removeFilter if verbose else logging.getLogger(name).addFilter)(_errors_only)
-    if not verbose:
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        warnings.simplefilter("ignore")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,12 @@ def rgb(h: int = 16, w: int = 16, bands: int = 3) -> np.ndarray:
     return np.random.default_rng(0).random((h, w, bands), dtype=np.float32)
 
 
+def poked(array: np.ndarray, value: float) -> np.ndarray:
+    """The array with its first value replaced."""
+    array.flat[0] = value
+    return array
+
+
 def fifo(path: Path) -> Path:
     """A named pipe with no writer: opening it for reading blocks forever."""
     os.mkfifo(path)
@@ -573,6 +579,16 @@ CASES: list[Case] = [
     Case("process-run-fifo-video", "process", "ssran-edge run on a FIFO named .mp4",
          lambda i, o: run(str(fifo(i / "v.mp4")), "--output", str(o / "frames")),
          "v.mp4: is a FIFO (named pipe), not a file"),
+    Case("process-run-float32-near-max", "process", "run on a float32 .npy holding 3e38 (the stream wrote a "
+         "NaN cube and exited 0)",
+         lambda i, o: run(str(npy(i / "x.npy", poked(rgb(), 3e38))),
+                          "--output", str(o / "y.npy")),
+         "x.npy: values up to 3e+38; beyond 1e+30 the model's float32 arithmetic overflows"),
+    Case("process-predict-float64-overflow", "process", "predict --backend torch on a float64 .npy holding 1e300 "
+         "(numpy's cast warning, then a NaN/Inf message about a value the file does not hold)",
+         lambda i, o: predict(str(npy(i / "x.npy", poked(rgb().astype(np.float64), 1e300))), "--backend", "torch",
+                              "--output", str(o / "y.npy")),
+         "x.npy: values up to 1e+300; beyond 1e+30"),
     # --- full disk, simulated --------------------------------------------------------------------------------
     Case("full-disk-predict-npy", "process", "predict --output y.npy, file-size limit 64 kB (EFBIG)",
          lambda i, o: predict(str(npy(i / "x.npy", rgb(64, 64))), "--output", str(o / "y.npy")),

@@ -128,3 +128,26 @@ def test_evaluate_prints_the_baselines_beside_the_model_per_scene(shared_data):
     assert re.search(r"vs linear: [+-][\d.]+ dB", out) and "test scenes" in out
     quick = run_cli("evaluate", "--model", "pavia", "--no-robustness")
     assert quick.returncode == 0 and "exposure" not in quick.stdout
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_warnings_reach_stderr_only_with_verbose(verbose):
+    """Python warnings (a real numpy overflow, a library's warnings.warn) become log records: hidden at
+    default verbosity, shown with -v; our own INFO lines show either way."""
+    script = (
+        "import logging, warnings, numpy as np\n"
+        "from ssran_edge.console import configure_logging\n"
+        f"configure_logging({verbose})\n"
+        "np.float32(3e38) * np.float32(10)\n"
+        "warnings.warn('a library deprecation', DeprecationWarning)\n"
+        "logging.getLogger('spectral').warning('NaN no-data value')\n"
+        "logging.getLogger('ssran_edge.x').info('our line')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    if verbose:
+        assert any("overflow encountered" in line for line in lines), result.stderr
+        assert any("a library deprecation" in line for line in lines), result.stderr
+        assert "NaN no-data value" in result.stderr
+    else:
+        assert lines == ["our line"], result.stderr

@@ -4,11 +4,11 @@ test split. With no arguments: the default protocol (cave) with the paper's hype
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels
+from ssran_edge.console import configure_logging
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
 from ssran_edge.train.config import RECIPES, TrainConfig, make_config
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="run folder (default runs/<protocol>-<recipe>-<arch>)")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.pt")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the libraries' warnings and notes")
     p.add_argument("--no-report", action="store_true", help="skip the test-split report")
     return p
 
@@ -75,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except MissingExtra as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(args.verbose)
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("protocol", "recipe", "resume", "no_report") and v is not None}
+                 if k not in ("protocol", "recipe", "resume", "no_report", "verbose") and v is not None}
     try:
         import torch
 

@@ -67,6 +67,11 @@ class Cube:
         return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source)
 
 
+# The model is close to scale-invariant (output / input held at ~8.6 from 1e3 to 1e30), but at ~3e38
+# (float32's limit) its sums overflow: torch and the stream then wrote NaN cubes and exited 0.
+MAX_ABS_VALUE = 1e30
+
+
 def check_cube(data: np.ndarray, name: str = "cube", bands: int | None = None) -> np.ndarray:
     """Validate an (H, W, bands) array: numeric, 3-D, non-empty, finite. Returns float32."""
     data = np.asarray(data)
@@ -80,11 +85,14 @@ def check_cube(data: np.ndarray, name: str = "cube", bands: int | None = None) -
         raise DataError(f"{name}: empty array of shape {data.shape}")
     if bands is not None and data.shape[2] != bands:
         raise DataError(f"{name}: expected {bands} bands, got {data.shape[2]}")
-    data = data.astype(np.float32, copy=False)
-    if not np.isfinite(data).all():
+    lo, hi = float(data.min()), float(data.max())  # before the cast (1e300 would become inf); NaN propagates
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{name}: {bad} NaN/Inf values; mask or fill them first")
-    return data
+    if max(-lo, hi) > MAX_ABS_VALUE:
+        raise DataError(f"{name}: values up to {max(-lo, hi):.3g}; beyond {MAX_ABS_VALUE:.0e} the model's float32 "
+                        "arithmetic overflows to NaN (scale the data: reflectance or digital numbers)")
+    return data.astype(np.float32, copy=False)
 
 
 def band_major_shape(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:
