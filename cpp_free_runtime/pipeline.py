@@ -24,6 +24,7 @@ import numpy as np
 
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
+from ssran_edge.geo import fill_masked
 from ssran_edge.metrics import psnr, sam
 from ssran_edge.runtime.frames import Sink, Source
 from ssran_edge.runtime.runners import Runner
@@ -108,6 +109,8 @@ class StreamPipeline:
                     started = time.perf_counter()
                     frame.data = check_cube(frame.data, f"{self.source.name} frame {frame.index}",
                                             self.runner.in_bands)
+                    # nodata (a GDAL raster's mask) is never fed to the network as data
+                    frame.data = fill_masked(frame.data, frame.meta.get("valid"))
                     self.stats.stage_seconds["preprocess"].append(time.perf_counter() - started)
                     self._put(q_out, frame, may_drop=False)
                 except BaseException as exc:  # noqa: BLE001
@@ -150,6 +153,9 @@ class StreamPipeline:
                     cube = stitch(tiles, *shape, out=cube)
                     spent += time.perf_counter() - started
                     if last:
+                        valid = frame.meta.get("valid")
+                        if valid is not None and not valid.all():
+                            cube[~valid] = np.nan  # nodata in, nodata out
                         self.stats.stage_seconds["postprocess"].append(spent)
                         self._put(q_out, (frame, cube), may_drop=False)
                         cube, spent = None, 0.0

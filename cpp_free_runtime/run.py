@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--halo", type=non_negative_int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
     p.add_argument("--batch", type=non_negative_int, default=0,
                    help="tiles per inference call (default: 1 on a CPU, where it is fastest and smallest; 4 on a GPU)")
-    p.add_argument("--output", help="a folder (.npy per frame), name.zarr, or name.hdr (ENVI)")
+    p.add_argument("--output", help="a folder (.npy per frame), name.zarr, name.hdr (ENVI) or name.tif (GeoTIFF)")
     p.add_argument("--preview", help="path prefix for false-colour PNGs and spectra plots")
     p.add_argument("--srf", help="SRF for replay: sources (bundled name or file)")
     p.add_argument("--frames", type=positive_int, default=1, help="frames to replay from a replay:/camera_stream cube")
@@ -45,6 +45,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds a live camera's read may block before it counts as failed (retry, reconnect)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--summary-json", help="write the run summary here")
+    geo = p.add_argument_group("GeoTIFF/JP2 rasters (the [geo] extra)")
+    geo.add_argument("--bands", help="input bands by 1-based index (2,3,4) or description (B02,B03,B04)")
+    geo.add_argument("--scale", type=float, help="reflectance = DN x scale + offset (default: the file's own; "
+                                                 "Sentinel-2 L2A: 0.0001)")
+    geo.add_argument("--offset", type=float, help="see --scale (Sentinel-2 L2A since baseline 04.00: -0.1)")
+    geo.add_argument("--cog", action="store_true", help="--output x.tif as a Cloud-Optimized GeoTIFF (overviews)")
+    geo.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="GeoTIFF output pixels")
+    geo.add_argument("--compress", choices=["deflate", "zstd", "lzw", "none"], default="deflate",
+                     help="GeoTIFF output compression (with a floating-point predictor)")
 
 
 def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | None = None) -> int:
@@ -53,18 +62,33 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.runtime.preview import Preview
     from ssran_edge.runtime.sinks import open_sink
-    from ssran_edge.runtime.sources import WindowedSceneSource, open_source
+    from ssran_edge.runtime.sources import RasterSource, WindowedSceneSource, open_source
 
     if args.summary_json:  # found after the last frame otherwise
         check_writable(args.summary_json, "--summary-json")
     selection = select_runner(args.model, args.backend, args.device, args.threads, onnx_for=onnx_for)
+    geotiff_output = bool(args.output) and Path(args.output).suffix.lower() in (".tif", ".tiff")
+    if (args.cog or args.dtype != "float32" or args.compress != "deflate") and not geotiff_output:
+        raise DataError("--cog, --dtype and --compress apply to a GeoTIFF output (--output x.tif)")
+    raster = None
+    if args.bands or args.scale is not None or args.offset is not None:
+        from ssran_edge.geo import parse_bands
+
+        raster = {"bands": parse_bands(args.bands), "scale": args.scale, "offset": args.offset}
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
-                         read_timeout=args.read_timeout)
+                         read_timeout=args.read_timeout, raster=raster)
+    if raster is not None and not isinstance(source, RasterSource):
+        raise DataError(f"--bands, --scale and --offset apply to a GeoTIFF/JP2/VRT source; {source.name} is not one")
     if args.window and not isinstance(source, WindowedSceneSource):  # found after inference otherwise
         raise DataError(f"--window reads one large scene file (.npy, ENVI, ...) in windows; {source.name} is "
                         "not one: drop --window")
-    sink = (open_sink(args.output, large_scene=bool(args.window), single_frame=source.single_frame)
-            if args.output else None)
+    windowed = isinstance(source, WindowedSceneSource)
+    geotiff = {"dtype": args.dtype, "cog": args.cog, "compress": args.compress,
+               "tags": {"SSRAN_EDGE_MODEL": str(selection.model), "SSRAN_EDGE_BACKEND": selection.backend}}
+    sink = (open_sink(args.output, large_scene=bool(args.window) or windowed, single_frame=source.single_frame,
+                      geotiff=geotiff if geotiff_output else None) if args.output else None)
+    if sink is not None:
+        sink.geo = getattr(source, "geo", None)  # filled in when a raster source opens
     previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None
     if sink is not None:
         sink.lock()  # now, before the source opens: a second run on this output stops here, in one line
@@ -86,7 +110,11 @@ def _run(args, selection, source, sink, previews) -> int:
         if source.bands is not None and runner.in_bands and source.bands != runner.in_bands:
             raise DataError(f"{source.name}: {source.bands} bands, but the model takes {runner.in_bands}")
         if sink is not None:
+            sink.geo = getattr(source, "geo", None)  # a raster's CRS and transform, known now it is open
             sink.open(runner.out_bands, selection.wavelengths)
+            if sink.geo is not None and not sink.geo.georeferenced:
+                print(f"note: {source.name} has no georeferencing (no CRS or geotransform); neither has the output",
+                      file=sys.stderr)
         # Said once model, source and output are known good: bad input is then the only line on stderr.
         print(f"backend: {selection.backend} ({selection.reason})", file=sys.stderr)
         bar = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)

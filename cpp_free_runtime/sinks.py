@@ -44,7 +44,7 @@ log = logging.getLogger("ssran_edge.runtime")
 
 ZARR_ARRAY = "hsi"
 FORMS = ("<name>.zarr (zarr v3)", "<name>.hdr / <name>.img or a folder named *_envi (ENVI BSQ)",
-         "<name>.npy or a folder (NumPy)")
+         "<name>.npy or a folder (NumPy)", "<name>.tif (GeoTIFF/COG, one scene)")
 
 
 def _reason(exc: OSError) -> str:
@@ -109,6 +109,7 @@ class _BaseSink(Sink):
         self._scene_shape: tuple[int, int] | None = None
         self._cores: list[tuple[int, int, int, int]] = []
         self._lock = WriterLock(self.path)  # its path is set by lock(): subclasses choose where
+        self.geo: Any = None  # the source's ssran_edge.geo.GeoInfo: georeferenced outputs (GeoTIFF, ENVI)
         self._made_folder: Path | None = None
 
     def open(self, out_bands: int, wavelengths: list[float] | None) -> None:
@@ -207,6 +208,10 @@ class _BaseSink(Sink):
         if self.wavelengths is not None:
             meta["wavelength"] = [f"{w:g}" for w in self.wavelengths]
             meta["wavelength units"] = "nm"
+        geo = getattr(self, "geo", None)  # a georeferenced source's grid, when run set it
+        if geo is not None and geo.envi_map_info() is not None:
+            meta["map info"] = geo.envi_map_info()
+            meta["coordinate system string"] = "{" + geo.crs + "}"
         return meta
 
 
@@ -497,12 +502,77 @@ class ZarrSink(_BaseSink):
         self._group, self._arrays = None, {}
 
 
-def open_sink(spec: str | Path, *, large_scene: bool = False, single_frame: bool = False) -> Sink:
+class GeoTiffSink(_BaseSink):
+    """One scene as a GeoTIFF (or a COG): a large scene window by window, or the one frame of a
+    single-frame source. `geo` (the source raster's GeoInfo, set before open) gives it CRS and
+    transform; nodata is NaN. Written under a temp name and renamed when every pixel is in; an
+    interrupted scene leaves nothing under the final name (a GeoTIFF with holes would read as data)."""
+
+    kind = "geotiff"
+
+    def __init__(self, path: str | Path, *, large_scene: bool = False, single_frame: bool = False,
+                 dtype: str = "float32", cog: bool = False, compress: str = "deflate",
+                 tags: dict | None = None) -> None:
+        super().__init__(path, large_scene=large_scene)
+        self.single_frame, self.dtype, self.cog, self.compress = single_frame, dtype, cog, compress
+        self.tags = tags or {}
+        self._writer: Any = None
+
+    def open_impl(self) -> None:
+        require("geo", "GeoTIFF output")
+        if self.path.is_dir():
+            raise SinkError(f"{self.path}: is a folder; a GeoTIFF output is a file name")
+        _ensure_folder(self.path.parent)
+        self._writer = None
+
+    def _new_writer(self, height: int, width: int) -> Any:
+        from ssran_edge.geo import GeoTiffWriter
+
+        with io_errors(self.path, "cannot create GeoTIFF"):
+            return GeoTiffWriter(self.path, height, width, self.bands, geo=self.geo, wavelengths=self.wavelengths,
+                                 dtype=self.dtype, cog=self.cog, compress=self.compress, tags=self.tags)
+
+    def write(self, frame: Frame, cube: np.ndarray) -> None:
+        cube = self._check(frame, cube)
+        if self._mode == "stream":
+            if self.frames_written or not self.single_frame:
+                raise SinkError(f"{self.path}: a GeoTIFF holds one scene; write a stream of frames to a folder "
+                                "or a .zarr")
+            self._writer = self._new_writer(*cube.shape[:2])
+            with io_errors(self.path):
+                self._writer.write(cube)
+        else:
+            rect, core = self._window(frame, cube)
+            if self._writer is None:
+                self._writer = self._new_writer(*self._scene_shape)  # type: ignore[misc]
+            with io_errors(self.path):
+                self._writer.write(core, rect[0], rect[2])
+            self._cores.append(rect)
+        self.frames_written += 1
+
+    def close_impl(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        complete = self._mode == "stream" or _all_covered(self._cores, *self._scene_shape)  # type: ignore[misc]
+        if not complete:
+            writer.abort()
+            log.warning("%s: scene incomplete (%d windows written); no GeoTIFF written", self.path, len(self._cores))
+            return
+        with io_errors(self.path):
+            writer.close()
+
+
+def open_sink(spec: str | Path, *, large_scene: bool = False, single_frame: bool = False,
+              geotiff: dict | None = None) -> Sink:
     """A sink for an output spec: *.zarr -> ZarrSink; *.hdr, *.img or a folder named envi / *_envi ->
     EnviSink; *.npy or a folder (existing, or a name without a suffix) -> NpySink. `single_frame`: the
     source has one frame, written to a file name exactly as given (not <stem>_000000)."""
     path = Path(spec)
     name, suffix = path.name.lower(), path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        require("geo", "GeoTIFF output")
+        return GeoTiffSink(path, large_scene=large_scene, single_frame=single_frame, **(geotiff or {}))
     if suffix == ".zarr":
         require("zarr", "zarr output")
         return ZarrSink(path, large_scene=large_scene)

@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ssran_edge.data.readers import Cube, check_cube, check_npy_header, envi_files, envi_wavelengths, read_cube
+from ssran_edge.data.readers import (
+    RASTER_SUFFIXES,
+    Cube,
+    check_cube,
+    check_npy_header,
+    envi_files,
+    envi_wavelengths,
+    read_cube,
+)
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.io import special_file
 from ssran_edge.runtime.frames import Frame, Source, SourceError, release_pages
@@ -38,7 +46,8 @@ LARGE_SCENE_BYTES = 512 * 2**20  # above this a single file is read in windows, 
 ACCEPTED_FORMS = ("camera_stream (bundled demo scene as a simulated camera), camera_stream:<device|url|file>, "
                   "a device index (0), rtsp://... or http://..., a GStreamer pipeline (contains '!'), "
                   "replay:<cube> (a hyperspectral cube through --srf), a folder of frames, "
-                  "a video file (.mp4 .avi .mkv .mov), an MSI file (.npy .npz .mat, ENVI .hdr/.img)")
+                  "a video file (.mp4 .avi .mkv .mov), an MSI file (.npy .npz .mat, ENVI .hdr/.img), "
+                  "a GDAL raster (.tif .jp2 .vrt: GeoTIFF, COG, Sentinel-2; the [geo] extra)")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -532,6 +541,71 @@ class WindowedSceneSource(Source):
         self._position = 0
 
 
+class RasterSource(WindowedSceneSource):
+    """A GDAL raster (GeoTIFF, COG, JP2, VRT...) through rasterio, read window by window like any large
+    scene, whatever its size: windows are whole multiples of the file's blocks, so each block is
+    decompressed once per window. Bands are chosen and calibrated as `geo.open_raster` says (`bands`,
+    `scale`, `offset`); each Frame's meta["valid"] marks the pixels that are not nodata. `geo` is the
+    raster's GeoInfo, for a georeferenced output."""
+
+    def __init__(self, path: str | Path, *, window: int | None = None, halo: int = 8,
+                 bands: list[str] | None = None, scale: float | None = None, offset: float | None = None) -> None:
+        super().__init__(path, window=window or 1024, halo=halo)
+        self._requested_window = window
+        self._options = {"bands": bands, "scale": scale, "offset": offset}
+        self._raster: Any = None
+        self.geo: Any = None
+
+    def open(self) -> None:
+        if self._raster is not None:
+            return
+        from ssran_edge.geo import open_raster
+
+        try:
+            self._raster = open_raster(self.path, **self._options)
+        except SSRANEdgeError as exc:
+            raise SourceError(_one_line(exc)) from None
+        raster = self._raster
+        self.bands, self.geo = raster.bands, raster.geo
+        self.wavelengths = None if raster.wavelengths is None else [float(w) for w in raster.wavelengths]
+        if not self._requested_window:  # 1024 px, rounded to whole blocks (a striped file: whole strips)
+            bh, bw = raster.block_shape
+            self.window = max(bh * max(1, round(1024 / bh)) if bh <= 1024 else 1024,
+                              bw * max(1, round(1024 / bw)) if bw <= 1024 else 1024)
+        self._origins = [(r, c) for r in range(0, raster.height, self.window)
+                         for c in range(0, raster.width, self.window)]
+        log.info("%s: %dx%dx%d raster (%s, blocks %dx%d) in %d windows of %d (+%d halo)", self.name, raster.height,
+                 raster.width, raster.bands, raster.geo.driver, *raster.block_shape, len(self._origins), self.window,
+                 self.halo)
+
+    def read(self) -> Frame | None:
+        self.open()
+        raster = self._raster
+        if self._position >= len(self._origins):
+            return None
+        height, width = raster.height, raster.width
+        r, c = self._origins[self._position]
+        r_end, c_end = min(r + self.window, height), min(c + self.window, width)
+        row0, col0 = max(r - self.halo, 0), max(c - self.halo, 0)
+        row1, col1 = min(r_end + self.halo, height), min(c_end + self.halo, width)
+        try:
+            data, valid = raster.read(row0, row1, col0, col1)
+        except SSRANEdgeError as exc:
+            raise SourceError(_one_line(exc)) from None
+        frame = Frame(self._position, data, time.monotonic(), region=(row0, col0, height, width),
+                      core=(r - row0, r_end - row0, c - col0, c_end - col0),
+                      meta={"window": self._position, "windows": len(self._origins),
+                            **({"valid": valid} if not valid.all() else {})})
+        self._position += 1
+        return frame
+
+    def close(self) -> None:
+        if self._raster is not None:
+            self._raster.close()
+            self._raster = None
+        self._position = 0
+
+
 # --- simulated camera ----------------------------------------------------------------------------------
 
 class ReplaySource(Source):
@@ -607,7 +681,7 @@ class ReplaySource(Source):
 # --- dispatch ------------------------------------------------------------------------------------------
 
 def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | None = None,
-                variable: str | None = None, read_timeout: float | None = 10.0) -> Source:
+                variable: str | None = None, read_timeout: float | None = 10.0, raster: dict | None = None) -> Source:
     """A Source from a command-line string (see ACCEPTED_FORMS). Bare "camera_stream" is the bundled
     demo scene through `srf` (default nikon_d700) as a simulated camera, so the stream runs anywhere;
     "camera_stream:<x>" is a real camera/stream/file <x> through OpenCV. MSI files over ~512 MB, or any
@@ -629,6 +703,12 @@ def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | No
     if text and path.is_dir():
         return FolderSource(path)
     suffix = path.suffix.lower()
+    if suffix in RASTER_SUFFIXES:
+        from ssran_edge.extras import require
+
+        require("geo", f"reading {path.name} (a GeoTIFF/JP2/VRT)")
+        _require_file(path)
+        return RasterSource(path, window=window, **(raster or {}))
     if suffix in VIDEO_EXTENSIONS:
         return VideoSource(str(path), read_timeout=read_timeout)
     if suffix in CUBE_EXTENSIONS + ENVI_EXTENSIONS:

@@ -27,8 +27,10 @@ from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, tile_size
 from ssran_edge.console import configure_logging
+from ssran_edge.data.readers import RASTER_SUFFIXES
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
+from ssran_edge.geo import OUTPUT_SUFFIXES
 
 
 def export_once(weights: Path) -> Path:
@@ -47,15 +49,17 @@ def cmd_predict(args) -> int:
 
     from ssran_edge.assets import demo_scene
     from ssran_edge.data.readers import check_cube, read_cube
+    from ssran_edge.geo import fill_masked
     from ssran_edge.io import write_cube
     from ssran_edge.metrics import quality_assessment
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.srf import load_srf, simulate_msi
     from ssran_edge.tiling import run_patches, run_tiled
 
+    output = _predict_output(args)
     selection = select_runner(args.model, args.backend, args.device, onnx_for=export_once)
     card = selection.card
-    cube = read_cube(args.input, args.variable) if args.input else demo_scene()
+    cube = read_cube(args.input, args.variable, _raster_options(args)) if args.input else demo_scene()
     with selection.runner as runner:
         in_bands, out_bands = runner.in_bands, runner.out_bands
         reference = None
@@ -63,7 +67,8 @@ def cmd_predict(args) -> int:
             srf_name = args.srf or (card.srf if card and not args.input else None)
             if not srf_name:
                 raise DataError(f"{cube.source}: {cube.bands} bands, but the model takes {in_bands}; "
-                                f"pass --srf to simulate an MSI from a hyperspectral cube")
+                                + ("choose them with --bands (indices or names), or " if cube.geo else "")
+                                + "pass --srf to simulate an MSI from a hyperspectral cube")
             wavelengths = cube.wavelengths if cube.wavelengths is not None else selection.wavelengths
             matrix = load_srf(srf_name).matrix_for(np.asarray(wavelengths) if wavelengths is not None else None,
                                                    cube.bands)
@@ -74,6 +79,7 @@ def cmd_predict(args) -> int:
                 reference = cube.data
         else:
             msi = check_cube(cube.data, cube.source, in_bands)
+        msi = fill_masked(msi, cube.valid)  # nodata is never fed to the network as data
         mode = args.mode or (card.inference.mode if card else "tile")
         started = time.perf_counter()
         if mode == "patch":
@@ -81,19 +87,66 @@ def cmd_predict(args) -> int:
         else:
             hsi = run_tiled(runner.infer, msi, out_bands, tile=args.tile or selection.tile, batch=1)
         seconds = time.perf_counter() - started
-    name = Path(cube.source.split(":")[0]).stem
-    output = Path(args.output or f"ssran_output/{name}_hsi.npy")
-    written = write_cube(output, hsi, selection.wavelengths)
+    output = output or Path(f"ssran_output/{Path(cube.source.split(':')[0]).stem}_hsi.npy")
+    if output.suffix.lower() in OUTPUT_SUFFIXES:
+        from ssran_edge.geo import write_geotiff
+
+        written = write_geotiff(output, hsi, selection.wavelengths, geo=cube.geo, valid=cube.valid, dtype=args.dtype,
+                                cog=args.cog, compress=args.compress, tags=_card_tags(selection))
+    else:
+        if cube.valid is not None:
+            hsi[~cube.valid] = np.nan  # nodata in, nodata out
+        written = write_cube(output, hsi, selection.wavelengths, geo=cube.geo)
     h, w = msi.shape[:2]
     about = card.protocol if card and card.protocol else "no ssran-edge card"
     print(f"model: {selection.model} ({about}, "
           f"{in_bands} -> {out_bands} bands, {mode} inference, {selection.backend})")
     print(f"input: {cube.source} ({h}x{w}x{cube.bands}); {seconds:.2f} s, {h * w / seconds / 1e6:.3f} Mpx/s")
-    print(f"output: {written} ({h}x{w}x{out_bands} float32)")
+    dtype = args.dtype if written.suffix.lower() in OUTPUT_SUFFIXES else "float32"
+    print(f"output: {written} ({h}x{w}x{out_bands} {dtype})")
+    if cube.geo is not None and not cube.geo.georeferenced:
+        print(f"note: {cube.source} has no georeferencing (no CRS or geotransform); neither has the output")
+    if cube.valid is not None:
+        print(f"nodata: {int((~cube.valid).sum())} of {h * w} pixels masked in, NaN out, left out of any metric")
     if reference is not None:
-        m = quality_assessment(reference, hsi)
+        if cube.valid is not None:  # per-pixel indices over the valid pixels only
+            m = quality_assessment(reference[cube.valid][None], hsi[cube.valid][None], full=False)
+        else:
+            m = quality_assessment(reference, hsi)
         print("quality vs ground truth: " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in m.items()))
     return 0
+
+
+def _predict_output(args) -> Path | None:
+    """The output path, refused up front if it cannot be written or the flags do not fit its form."""
+    from ssran_edge.atomic import check_writable
+
+    output = Path(args.output) if args.output else None
+    geotiff = output is not None and output.suffix.lower() in OUTPUT_SUFFIXES
+    if (args.cog or args.dtype != "float32" or args.compress != "deflate") and not geotiff:
+        raise DataError("--cog, --dtype and --compress apply to a GeoTIFF output (--output x.tif)")
+    if geotiff:
+        require("geo", "ssran-edge predict --output x.tif")
+    if args.bands or args.scale is not None or args.offset is not None:
+        if not args.input or Path(args.input).suffix.lower() not in RASTER_SUFFIXES:
+            raise DataError("--bands, --scale and --offset apply to a GeoTIFF/JP2/VRT input")
+    return check_writable(output, "--output") if output is not None else None
+
+
+def _raster_options(args) -> dict:
+    from ssran_edge.geo import parse_bands
+
+    return {"bands": parse_bands(args.bands), "scale": args.scale, "offset": args.offset}
+
+
+def _card_tags(selection) -> dict[str, str]:
+    """The model card's essentials as GeoTIFF tags: what made these pixels."""
+    card = selection.card
+    tags = {"SSRAN_EDGE_MODEL": str(selection.model), "SSRAN_EDGE_BACKEND": selection.backend}
+    if card is not None:
+        tags.update(SSRAN_EDGE_ARCH=card.arch, SSRAN_EDGE_PROTOCOL=str(card.protocol),
+                    SSRAN_EDGE_SRF=str(card.srf), SSRAN_EDGE_VERSION=card.version or "")
+    return tags
 
 
 def cmd_info(args) -> int:
@@ -161,7 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the ONNX beside the weights through ONNX Runtime (no torch needed), CUDA torch if "
                         "present")
     p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
-    p.add_argument("--output", help=".npy or .hdr (ENVI); default ssran_output/<input>_hsi.npy")
+    p.add_argument("--output", help=".npy, .hdr (ENVI) or .tif (GeoTIFF, [geo] extra); default "
+                                    "ssran_output/<input>_hsi.npy")
+    p.add_argument("--bands", help="GeoTIFF/JP2 input: bands by 1-based index (2,3,4) or description (B02,B03,B04)")
+    p.add_argument("--scale", type=float, help="GeoTIFF/JP2 input: reflectance = DN x scale + offset (default: "
+                                               "the file's own; Sentinel-2 L2A: 0.0001)")
+    p.add_argument("--offset", type=float, help="GeoTIFF/JP2 input: see --scale (Sentinel-2 L2A since 04.00: -0.1)")
+    p.add_argument("--cog", action="store_true", help="GeoTIFF output as a Cloud-Optimized GeoTIFF (overviews)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="GeoTIFF output pixels")
+    p.add_argument("--compress", choices=["deflate", "zstd", "lzw", "none"], default="deflate",
+                   help="GeoTIFF output compression (with a floating-point predictor)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="stream frames (camera, video, folder, large scene, replay) through the model",
                        description=_run_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,6 +15,7 @@ EXTRAS = {  # extra -> the modules it brings that the commands below import
     "export": ("torch", "safetensors", "onnxscript", "onnxslim"),
     "bench": ("torch", "safetensors", "onnxscript", "onnxslim", "pytest", "pytest_benchmark"),
     "zarr": ("zarr",),
+    "geo": ("rasterio", "xarray", "rioxarray", "dask"),
     "preview": ("matplotlib",),
     "trt": ("tensorrt", "pycuda"),
 }

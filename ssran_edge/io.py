@@ -52,8 +52,9 @@ def pwrite_array(fd: int, data: np.ndarray, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def write_cube(path: str | Path, cube: np.ndarray, wavelengths: list[float] | None = None) -> Path:
-    """(H, W, bands) -> .npy, or ENVI BSQ (.hdr + .img) with the wavelengths in the header."""
+def write_cube(path: str | Path, cube: np.ndarray, wavelengths: list[float] | None = None, geo=None) -> Path:
+    """(H, W, bands) -> .npy, or ENVI BSQ (.hdr + .img) with the wavelengths in the header (and, for a
+    georeferenced source, its `map info` and `coordinate system string`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".hdr", ".img"):
@@ -72,6 +73,9 @@ def write_cube(path: str | Path, cube: np.ndarray, wavelengths: list[float] | No
         metadata = {"description": "ssran-edge reconstruction", "wavelength units": "nm"}
         if wavelengths is not None:
             metadata["wavelength"] = [f"{w:g}" for w in wavelengths]
+        if geo is not None and geo.envi_map_info() is not None:
+            metadata["map info"] = geo.envi_map_info()
+            metadata["coordinate system string"] = "{" + geo.crs + "}"
         stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=header.parent))
         try:
             envi.save_image(str(stage / header.name), cube.astype(np.float32), dtype=np.float32,

@@ -53,6 +53,27 @@ def last(*steps: Any) -> Any:
     return steps[-1]
 
 
+def geotiff(path: Path, bands: int = 4, names: tuple[str, ...] = ("B02", "B03", "B04", "B08")) -> Path:
+    """A small uint16 GeoTIFF (UTM 31N, 10 m, nodata 0, scale 1e-4) with described bands."""
+    import rasterio
+    from affine import Affine
+
+    dn = (np.random.default_rng(0).random((bands, 16, 16)) * 9000 + 1000).astype(np.uint16)
+    with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=bands, dtype="uint16", nodata=0,
+                       crs="EPSG:32631", transform=Affine(10, 0, 600_000, 0, -10, 5_500_000)) as dst:
+        dst.write(dn)
+        for i, name in enumerate(names[:bands], start=1):
+            dst.set_band_description(i, name)
+        dst.scales = (1e-4,) * bands
+    return path
+
+
+def truncated(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
 def rgb(h: int = 16, w: int = 16, bands: int = 3) -> np.ndarray:
     return np.random.default_rng(0).random((h, w, bands), dtype=np.float32)
 
@@ -382,7 +403,42 @@ CASES: list[Case] = [
     Case("predict-output-under-a-file", "cli", "--output below a regular file",
          lambda i, o: last((i / "file").write_text("x"),
                            predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "sub" / "y.npy"))),
-         "cannot write output (Not a directory)"),
+         "file is a file, not a folder"),
+    # --- GeoTIFF / JP2 (the [geo] extra: rasterio's GDAL) ---------------------------------------------------
+    Case("geo-corrupt-tiff", "cli", "a .tif whose bytes after the TIFF magic are garbage",
+         lambda i, o: last((i / "x.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 4),
+                           predict(str(i / "x.tif"), "--output", str(o / "y.tif"))),
+         "x.tif: not a readable raster"),
+    Case("geo-truncated-tiff", "cli", "a GeoTIFF cut in half",
+         lambda i, o: predict(str(truncated(geotiff(i / "x.tif"))), "--bands", "3,2,1", "--output", str(o / "y.tif")),
+         "x.tif: "),
+    Case("geo-band-name-not-in-file", "cli", "--bands B04,B03,B05 on a file with B02 B03 B04 B08",
+         lambda i, o: predict(str(geotiff(i / "x.tif")), "--bands", "B04,B03,B05", "--output", str(o / "y.tif")),
+         "no band named 'B05' (band descriptions: B02, B03, B04, B08)"),
+    Case("geo-band-count", "cli", "a 4-band GeoTIFF for the 3-band model, no --bands",
+         lambda i, o: predict(str(geotiff(i / "x.tif")), "--output", str(o / "y.tif")),
+         "4 bands, but the model takes 3; choose them with --bands"),
+    Case("geo-scale-to-inf", "cli", "--scale 1e308 (every DN x scale overflows)",
+         lambda i, o: predict(str(geotiff(i / "x.tif")), "--bands", "3,2,1", "--scale", "1e308",
+                              "--output", str(o / "y.tif")),
+         "scale/offset give NaN or Inf pixels"),
+    Case("geo-scale-nan", "cli", "--scale nan",
+         lambda i, o: predict(str(geotiff(i / "x.tif")), "--bands", "3,2,1", "--scale", "nan",
+                              "--output", str(o / "y.tif")),
+         "--scale nan: must be a finite, non-zero number"),
+    Case("geo-output-under-a-file", "cli", "--output y.tif below a regular file",
+         lambda i, o: last((i / "file").write_text("x"), predict(str(geotiff(i / "x.tif")), "--bands", "3,2,1",
+                                                                 "--output", str(i / "file" / "y.tif"))),
+         "file is a file, not a folder"),
+    Case("geo-cog-for-npy", "cli", "--cog with an .npy output",
+         lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--cog", "--output", str(o / "y.npy")),
+         "--cog, --dtype and --compress apply to a GeoTIFF output"),
+    Case("geo-bands-for-npy", "cli", "--bands with an .npy input",
+         lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--bands", "1,2,3", "--output", str(o / "y.npy")),
+         "--bands, --scale and --offset apply to a GeoTIFF/JP2/VRT input"),
+    Case("geo-run-band-name", "cli", "run --bands with a name the raster does not have",
+         lambda i, o: run(str(geotiff(i / "x.tif")), "--bands", "red,green,blue", "--output", str(o / "y.tif")),
+         "no band named 'red'"),
     Case("predict-negative-tile", "cli", "--tile -5",
          lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--tile", "-5", "--output", str(o / "y.npy")),
          "argument --tile: -5 is not a usable tile size (>= 16 px)"),
@@ -608,14 +664,14 @@ CASES: list[Case] = [
     Case("unwritable-output-unprivileged", "process",
          "predict --output in a folder chmod 0500, as a user without root's override (a user namespace when root)",
          lambda i, o: last(o.chmod(0o500), predict(str(npy(i / "x.npy", rgb())), "--output", str(o / "y.npy"))),
-         "cannot write output (Permission denied)", needs="unprivileged"),
+         "cannot be written (Permission denied)", needs="unprivileged"),
     Case("run-unwritable-output-unprivileged", "process",
          "run --output a folder chmod 0500, as a user without root's override (a user namespace when root)",
          lambda i, o: last(o.chmod(0o500), run(str(npy(i / "x.npy", rgb())), "--output", str(o))),
          "output folder is not writable", needs="unprivileged"),
     Case("read-only-output-tmpfs", "process", "predict --output y.npy on a read-only tmpfs (even as root)",
          lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--output", str(o / "y.npy")),
-         "cannot write output (Read-only file system)", needs="unshare-ro"),
+         "cannot be written (Read-only file system)", needs="unshare-ro"),
     # --- library ------------------------------------------------------------------------------------------
     Case("lib-check-cube-1d", "library", "check_cube of a 1-D array",
          lambda i, o: lambda: _readers().check_cube(np.zeros(5)),

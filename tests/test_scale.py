@@ -45,3 +45,41 @@ def test_8192_scene_in_windows_with_bounded_memory(tmp_path):
     assert peak_kb <= PEAK_RSS_LIMIT_KB
     out = np.memmap(tmp_path / "hsi.img", dtype=np.float32, mode="r", shape=(103, 8192, 8192))  # BSQ
     assert np.isfinite(out[:, ::1024, ::1024]).all()
+
+
+def test_8192_geotiff_streams_by_blocks_with_bounded_memory(tmp_path):
+    """An 8192 x 8192 4-band uint16 GeoTIFF (tiled 512, DEFLATE, UTM, nodata 0) through the bundled cave
+    model (--bands 3,2,1: RGB of an RGBN raster) into a georeferenced float16 GeoTIFF, window by window."""
+    rasterio = pytest.importorskip("rasterio", reason="the [geo] extra (rasterio) is not installed")
+    from affine import Affine
+    from rasterio.windows import Window
+
+    source = tmp_path / "rgbn.tif"
+    transform = Affine(10.0, 0.0, 600_000.0, 0.0, -10.0, 5_500_000.0)
+    with rasterio.open(source, "w", driver="GTiff", width=8192, height=8192, count=4, dtype="uint16", nodata=0,
+                       crs="EPSG:32631", transform=transform, tiled=True, blockxsize=512, blockysize=512,
+                       compress="deflate", BIGTIFF="YES") as dst:
+        cols = np.arange(8192, dtype=np.float32)[None, :]
+        for r in range(0, 8192, 512):
+            rows = np.arange(r, r + 512, dtype=np.float32)[:, None]
+            ramp = ((rows + cols) % 997 / 997 * 8000 + 1000).astype(np.uint16)
+            dst.write(np.stack([ramp, ramp[:, ::-1], ramp[::-1], ramp]),
+                      window=Window(0, r, 8192, 512))
+        dst.scales = (1e-4,) * 4
+    result = subprocess.run(
+        ["/usr/bin/time", "-v", sys.executable, "-m", "ssran_edge.cli", "run", str(source), "--bands", "3,2,1",
+         "--queue", "2", "--backend", "ort", "--output", str(tmp_path / "hsi.tif"), "--dtype", "float16",
+         "--summary-json", str(tmp_path / "summary.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=3 * 3600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    size = (tmp_path / "hsi.tif").stat().st_size
+    print(f"8192^2 GeoTIFF x 3 -> 31 bands (float16, DEFLATE): peak RSS {peak_kb / 1e6:.2f} GB, "
+          f"{summary['seconds']:.0f} s, {summary['mpx_per_s']:.3f} Mpx/s, output {size / 1e9:.2f} GB "
+          f"({size / (8192 * 8192 * 31 * 2):.2f} of raw float16)")
+    assert peak_kb <= PEAK_RSS_LIMIT_KB
+    with rasterio.open(tmp_path / "hsi.tif") as out:
+        assert out.crs.to_epsg() == 32631 and out.transform == transform and out.count == 31
+        sample = out.read(window=Window(4000, 4000, 64, 64))
+    assert np.isfinite(sample).all()

@@ -275,8 +275,8 @@ def test_open_sink_dispatch(tmp_path, spec, kind):
 
 
 def test_open_sink_unknown_form(tmp_path):
-    with pytest.raises(SinkError, match=r"out\.tif: unknown output form; use one of: .*zarr.*ENVI.*npy"):
-        open_sink(tmp_path / "out.tif")
+    with pytest.raises(SinkError, match=r"out\.txt: unknown output form; use one of: .*zarr.*ENVI.*npy.*GeoTIFF"):
+        open_sink(tmp_path / "out.txt")
     existing = tmp_path / "run.v2"
     existing.mkdir()
     assert type(open_sink(existing)) is NpySink

@@ -206,6 +206,9 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
     train, val, test, wavelengths, bands = [], [], [], None, None
     for path in [*train_files, *test_files]:
         cube = read_cube(path, variable)
+        if cube.valid is not None:  # a patch across nodata would teach the network fill values
+            raise DataError(f"{path}: {int((~cube.valid).sum())} nodata pixels; training and test cubes must be "
+                            "whole (crop the nodata out)")
         if bands is not None and cube.bands != bands:
             raise DataError(f"{path}: {cube.bands} bands, the other cubes have {bands}")
         bands = cube.bands

@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,13 +59,21 @@ class Cube:
     data: np.ndarray  # (H, W, bands) float32
     wavelengths: np.ndarray | None = None  # (bands,) nm
     source: str = ""
+    geo: Any = None  # ssran_edge.geo.GeoInfo of a GDAL raster (CRS, transform), else None
+    valid: np.ndarray | None = None  # (H, W) bool, False where the source has nodata; None: all valid
 
     @property
     def bands(self) -> int:
         return self.data.shape[2]
 
     def crop(self, rows: slice = slice(None), cols: slice = slice(None)) -> Cube:
-        return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source)
+        row0, col0 = rows.indices(self.data.shape[0])[0], cols.indices(self.data.shape[1])[0]
+        return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source,
+                    self.geo.shifted(row0, col0) if self.geo is not None else None,
+                    None if self.valid is None else self.valid[rows, cols])
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")  # read through rasterio (GDAL): ssran_edge.geo
 
 
 # The model is close to scale-invariant (output / input held at ~8.6 from 1e3 to 1e30), but at ~3e38
@@ -389,8 +398,9 @@ def read_numpy(path: str | Path, key: str | None = None) -> Cube:
                 None if wl is None else np.asarray(wl, dtype=np.float32).ravel(), f"{path}:{key}")
 
 
-def read_cube(path: str | Path, variable: str | None = None) -> Cube:
-    """Dispatch on the path: a folder of CAVE PNGs, .mat, .npy/.npz, ENVI .hdr/.img/.raw/.bsq."""
+def read_cube(path: str | Path, variable: str | None = None, raster: dict | None = None) -> Cube:
+    """Dispatch on the path: a folder of CAVE PNGs, .mat, .npy/.npz, ENVI .hdr/.img/.raw/.bsq, or a GDAL
+    raster (.tif/.jp2/.vrt, the [geo] extra; `raster`: its bands, scale, offset, see geo.open_raster)."""
     path = Path(path)
     if path.is_dir():
         return read_cave_scene(path)
@@ -399,13 +409,18 @@ def read_cube(path: str | Path, variable: str | None = None) -> Cube:
     if kind := special_file(path):
         raise DataError(f"{path}: is {kind}, not a file; a cube is read from a regular file or a CAVE folder")
     suffix = path.suffix.lower()
+    if suffix in RASTER_SUFFIXES:
+        from ssran_edge.geo import read_raster
+
+        return read_raster(path, **(raster or {}))
     if suffix == ".mat":
         return read_mat(path, variable)
     if suffix in (".npy", ".npz"):
         return read_numpy(path, variable)
     if suffix in (".hdr", ".img", ".raw", ".bsq", ".bil", ".bip", ".dat") or path.with_suffix(".hdr").is_file():
         return read_envi(path)
-    raise DataError(f"{path}: unknown cube format {suffix!r} (expected .mat, .npy, .npz, ENVI or a CAVE folder)")
+    raise DataError(f"{path}: unknown cube format {suffix!r} (expected .mat, .npy, .npz, ENVI, a GeoTIFF/JP2 "
+                    "or a CAVE folder)")
 
 
 def read_wavelength_csv(path: str | Path) -> np.ndarray:
