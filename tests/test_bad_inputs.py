@@ -465,6 +465,13 @@ CASES: list[Case] = [
          lambda i, o: last(np.savez(i / "c.npz", cube=rgb(bands=31), wavelengths_nm=np.full(31, np.nan)),
                            predict(str(i / "c.npz"), "--srf", "nikon_d700", "--output", str(o / "y.npy"))),
          "the cube's wavelengths must be finite and increasing"),
+    Case("predict-model-folder", "cli", "--model a folder",
+         lambda i, o: last((i / "m").mkdir(), predict(str(npy(i / "x.npy", rgb())), "--model", str(i / "m"),
+                                                       "--output", str(o / "y.npy"))),
+         "m: is a folder; give the model file"),
+    Case("run-device-cuda-without-cuda", "cli", "run --device cuda on a machine whose torch has no CUDA",
+         lambda i, o: run(str(npy(i / "x.npy", rgb())), "--device", "cuda", "--output", str(o / "y.npy")),
+         "device cuda requested but CUDA is not available", needs="no_cuda"),
     Case("predict-device-typo", "cli", "--device cuda:x",
          lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--device", "cuda:x", "--output", str(o / "y.npy")),
          "--device 'cuda:x': use cpu, cuda or cuda:N"),
@@ -815,6 +822,11 @@ def _require(case: Case, request) -> None:
     if case.needs == "user" and os.geteuid() == 0:
         pytest.skip("running as root, which ignores file permissions (unwritable-output-unprivileged, the "
                     "*-output-under-a-file and read-only-output-tmpfs cases cover an unwritable output for root)")
+    if case.needs == "no_cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA: --device cuda is valid here")
     if case.needs == "shared_data":
         request.getfixturevalue("shared_data")
     if case.needs.startswith("unshare") and not _unshare_works("-rm"):

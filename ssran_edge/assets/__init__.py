@@ -24,6 +24,9 @@ def model_path(name_or_path: str | Path | None) -> Path:
     """A bundled model's weights by name (cave, cave_ssran, paris, pavia), any other path as given, or
     the default model for None/""."""
     path = Path(MODELS.get(str(name_or_path), name_or_path)) if name_or_path else DEFAULT_MODEL
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give the model file (.safetensors with its .json, .onnx "
+                              "or .engine)")
     for part in (path, path.with_suffix(".json")):
         if kind := special_file(part):
             raise CheckpointError(f"{part}: is {kind}, not a model file")
