@@ -35,6 +35,10 @@ def _rasterio():
     from ssran_edge.extras import require
 
     require("geo", "reading or writing a GeoTIFF/JP2")
+    # GDAL's block cache defaults to 5 % of RAM (1.2 GB here) and fills with a window-by-window
+    # writer's dirty blocks: an 8192^2 run peaked at 2.3 GB. 256 MB holds several windows' blocks;
+    # a GDAL_CACHEMAX the user set wins. Read by GDAL when its cache is first used.
+    os.environ.setdefault("GDAL_CACHEMAX", "256")
     import rasterio
 
     return rasterio
