@@ -149,6 +149,28 @@ def _card_tags(selection) -> dict[str, str]:
     return tags
 
 
+def cmd_batch(args) -> int:
+    from ssran_edge.runtime.batch import expand_sources, run_batch
+
+    require("distributed", "ssran-edge batch")
+    if args.workers < 1:
+        raise DataError(f"--workers {args.workers}: must be >= 1")
+    scenes = expand_sources(args.sources)
+    folder = Path(args.output)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--output {folder}: exists and is not a folder")
+    records = run_batch(scenes, folder, model=args.model or "", backend=args.backend, tile=args.tile,
+                        scheduler=args.scheduler, workers=args.workers, memory_limit=args.memory_limit)
+    failed = [r for r in records if r["status"] != "done"]
+    done = len(records) - len(failed)
+    print(f"batch: {done} scenes written, {len(failed)} failed; manifest {folder / 'manifest.jsonl'}")
+    if failed:
+        names = "; ".join(r.get("error", r["source"]) for r in failed[:3])  # each error names its scene
+        raise DataError(f"{len(failed)} of {len(records)} scenes failed ({names}"
+                        f"{'; ...' if len(failed) > 3 else ''})")
+    return 0
+
+
 def cmd_info(args) -> int:
     from ssran_edge.assets import model_path
     from ssran_edge.card import ModelCard
@@ -231,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=lambda args: run_command(args, onnx_for=export_once))
+    p = sub.add_parser("batch", help="an archive of scenes on a Dask cluster, one task per scene ([distributed])")
+    p.add_argument("sources", nargs="+", help="scene files or globs (npy, ENVI, mat, GeoTIFF/JP2...)")
+    p.add_argument("--output", required=True, help="folder for <scene>_hsi.npy/.tif and manifest.jsonl")
+    p.add_argument("--model", help="weights, ONNX or engine (default: the bundled cave model)")
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"])
+    p.add_argument("--tile", type=tile_size, default=0, help=f"tile size, >= {MIN_TILE} (default: the model's)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (one thread each)")
+    p.add_argument("--memory-limit", default="4GiB", help="LocalCluster memory limit per worker")
+    p.set_defaults(func=cmd_batch)
     p = sub.add_parser("info", help="print a model card")
     p.add_argument("model", nargs="?")
     p.set_defaults(func=cmd_info)

@@ -16,6 +16,7 @@ EXTRAS = {  # extra -> the modules it brings that the commands below import
     "bench": ("torch", "safetensors", "onnxscript", "onnxslim", "pytest", "pytest_benchmark"),
     "zarr": ("zarr",),
     "geo": ("rasterio", "xarray", "rioxarray", "dask"),
+    "distributed": ("dask", "distributed"),
     "preview": ("matplotlib",),
     "trt": ("tensorrt", "pycuda"),
 }

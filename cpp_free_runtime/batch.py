@@ -1,0 +1,172 @@
+"""`ssran-edge batch SOURCES... --output DIR`: an archive of scenes on a Dask cluster, one task per scene.
+
+Each scene runs exactly as `ssran-edge run SCENE --output OUT` does (the same source, tiling and
+sink, written under a temp name and renamed), inside a Dask worker process that opens the model
+once (`_RUNNERS`, a per-process cache). Without `--scheduler` a LocalCluster is started (`--workers`
+processes, one thread each, a memory limit each). A manifest (`DIR/manifest.jsonl`, one JSON line
+per finished scene: status, output, sha256, seconds, error) lets a rerun skip scenes whose output is
+complete and unchanged; a failing scene is recorded with its one-line error while the others finish.
+Dask reschedules a scene whose worker died (its output was never renamed into place). The
+`[distributed]` extra.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ssran_edge.atomic import sha256_file
+from ssran_edge.errors import DataError, SSRANEdgeError
+
+log = logging.getLogger("ssran_edge.runtime")
+MANIFEST = "manifest.jsonl"
+RASTER_INPUTS = (".tif", ".tiff", ".jp2", ".vrt")
+_RUNNERS: dict[tuple, Any] = {}
+
+
+def expand_sources(patterns: list[str]) -> list[Path]:
+    """Paths and globs -> the scene files, in order, each once; a pattern that matches nothing is an error."""
+    scenes: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches or (not glob.has_magic(pattern) and not Path(pattern).exists()):
+            raise DataError(f"{pattern}: no such scene (and no file matches it)")
+        scenes += [Path(m) for m in matches if Path(m) not in scenes]
+    return scenes
+
+
+def output_for(scene: Path, folder: Path) -> Path:
+    """DIR/<stem>_hsi.tif for a GDAL raster (georeferenced output), DIR/<stem>_hsi.npy otherwise."""
+    return folder / f"{scene.stem}_hsi{'.tif' if scene.suffix.lower() in RASTER_INPUTS else '.npy'}"
+
+
+def _runner(model: str, backend: str, threads: int):
+    key = (model, backend, threads)
+    if key not in _RUNNERS:  # once per worker process: sessions cost seconds, scenes reuse them
+        from ssran_edge.runtime.backends import select_runner
+
+        selection = select_runner(model or None, backend, "", threads)
+        selection.runner.__enter__()
+        _RUNNERS[key] = selection
+    return _RUNNERS[key]
+
+
+def reconstruct_scene(scene: str, output: str, model: str = "", backend: str = "auto", tile: int = 0,
+                      halo: int = 8, threads: int = 1) -> dict:
+    """One scene, as `ssran-edge run SCENE --output OUTPUT`; returns its manifest record (never raises:
+    a failure is a record with its one-line error, so one bad scene cannot stop an archive)."""
+    from ssran_edge.runtime.pipeline import StreamPipeline
+    from ssran_edge.runtime.sinks import open_sink
+    from ssran_edge.runtime.sources import WindowedSceneSource, open_source
+
+    started = time.perf_counter()
+    record: dict[str, Any] = {"source": scene, "output": output, "worker_pid": os.getpid()}
+    try:
+        selection = _runner(model, backend, threads)
+        source = open_source(scene)
+        sink = open_sink(output, large_scene=isinstance(source, WindowedSceneSource), single_frame=True)
+        sink.lock()
+        try:
+            target = Path(output)
+            for stale in target.parent.glob(f".{target.name}.*"):  # a killed worker's temp file; we hold the lock
+                if stale != sink.lock_path():
+                    stale.unlink(missing_ok=True)
+            with source:
+                if source.bands is not None and source.bands != selection.runner.in_bands:
+                    raise DataError(f"{source.name}: {source.bands} bands, but the model takes "
+                                    f"{selection.runner.in_bands}")
+                sink.geo = getattr(source, "geo", None)
+                sink.open(selection.runner.out_bands, selection.wavelengths)
+                try:
+                    StreamPipeline(source, selection.runner, sink, tile=tile or selection.tile, halo=halo, batch=1,
+                                   queue_size=2).run()
+                finally:
+                    sink.close()
+        finally:
+            sink.unlock()
+        record.update(status="done", sha256=sha256_file(output))
+    except SSRANEdgeError as exc:
+        record.update(status="failed", error=" ".join(str(exc).split()))
+    except Exception as exc:  # noqa: BLE001 - a library's own error on a damaged scene, still one line
+        record.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def read_manifest(folder: Path) -> dict[str, dict]:
+    """The last record per source (a rerun appends)."""
+    records: dict[str, dict] = {}
+    path = folder / MANIFEST
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                records[record["source"]] = record
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a crash: that scene is simply redone
+    return records
+
+
+def is_complete(record: dict | None) -> bool:
+    """Done, and the output on disk is the one the manifest hashed."""
+    if not record or record.get("status") != "done":
+        return False
+    output = Path(record["output"])
+    return output.is_file() and sha256_file(output) == record.get("sha256")
+
+
+def run_batch(scenes: list[Path], folder: Path, *, model: str = "", backend: str = "auto", tile: int = 0,
+              halo: int = 8, scheduler: str | None = None, workers: int = 2, memory_limit: str = "4GiB",
+              progress: bool = True) -> list[dict]:
+    """Every scene not already complete, one Dask task each; returns this run's records (manifest order)."""
+    from distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    if not log.isEnabledFor(logging.DEBUG):  # the scheduler's and nannies' INFO chatter only with -v
+        for name in [n for n in logging.root.manager.loggerDict if n == "distributed" or n.startswith("distributed.")]:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = read_manifest(folder)
+    todo = [s for s in scenes if not is_complete(done.get(str(s)))]
+    skipped = len(scenes) - len(todo)
+    if skipped:
+        print(f"batch: {skipped} of {len(scenes)} scenes already complete (manifest and hash): skipped")
+    if not todo:
+        return []
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit,
+                               processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+        client = Client(cluster)
+    records = []
+    try:
+        print(f"batch: {len(todo)} scenes on {scheduler or f'a LocalCluster of {workers} workers'}; "
+              f"dashboard {client.dashboard_link}")
+        futures = {client.submit(reconstruct_scene, str(s), str(output_for(s, folder)), model, backend, tile, halo,
+                                 key=f"ssran-edge-scene-{i}-{s.name}", pure=False): s for i, s in enumerate(todo)}
+        bar = tqdm(total=len(futures), unit="scene", disable=not progress or None)
+        with open(folder / MANIFEST, "a") as manifest:
+            for future in as_completed(futures):
+                try:
+                    record = future.result()
+                except Exception as exc:  # noqa: BLE001 - the task itself failed (its workers kept dying)
+                    record = {"source": str(futures[future]), "output": str(output_for(futures[future], folder)),
+                              "status": "failed", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+                manifest.write(json.dumps(record) + "\n")
+                manifest.flush()
+                records.append(record)
+                bar.update(1)
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return records
