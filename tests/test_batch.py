@@ -108,3 +108,22 @@ def _worker_processes(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
     return found
+
+
+def test_the_xarray_api_on_the_local_cluster(tmp_path):
+    """ssran_edge.xarray.reconstruct on a dask-backed array computed by a real 2-process LocalCluster: the
+    same numbers as `run` with windows of the chunk size."""
+    xr = pytest.importorskip("xarray", reason="the [geo] extra is not installed")
+    from distributed import Client, LocalCluster
+
+    from ssran_edge.xarray import reconstruct
+
+    scene = np.random.default_rng(7).random((96, 128, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", scene)
+    assert cli("run", str(tmp_path / "x.npy"), "--window", "48", "--output", str(tmp_path / "run.npy")).returncode == 0
+    msi = xr.DataArray(np.moveaxis(scene, -1, 0), dims=("band", "y", "x")).chunk({"y": 48, "x": 48})
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        hsi = reconstruct(msi, model="cave").compute()
+        assert len(client.scheduler_info()["workers"]) == 2
+    np.testing.assert_allclose(np.moveaxis(hsi.values, 0, -1), np.load(tmp_path / "run.npy"), rtol=1e-5, atol=1e-6)
