@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +118,20 @@ def _ort_has_cuda() -> bool:
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+_OPENED: dict[tuple, Selection] = {}
+_OPENED_LOCK = threading.Lock()
+
+
+def opened_runner(model: str | Path | None, backend: str = "auto", device: str = "", threads: int = 0,
+                  onnx_for: Callable[[Path], Path] | None = None) -> Selection:
+    """select_runner, its runner opened, once per process for each (model, backend, device, threads): a
+    Dask worker or a dask task thread reuses the session (seconds to create) for every scene or chunk."""
+    key = (str(model or ""), backend, device, threads)
+    with _OPENED_LOCK:
+        if key not in _OPENED:
+            selection = select_runner(model or None, backend, device, threads, onnx_for=onnx_for)
+            selection.runner.__enter__()
+            _OPENED[key] = selection
+        return _OPENED[key]

@@ -2,7 +2,7 @@
 
 Each scene runs exactly as `ssran-edge run SCENE --output OUT` does (the same source, tiling and
 sink, written under a temp name and renamed), inside a Dask worker process that opens the model
-once (`_RUNNERS`, a per-process cache). Without `--scheduler` a LocalCluster is started (`--workers`
+once (`backends.opened_runner`, a per-process cache). Without `--scheduler` a LocalCluster is started (`--workers`
 processes, one thread each, a memory limit each). A manifest (`DIR/manifest.jsonl`, one JSON line
 per finished scene: status, output, sha256, seconds, error) lets a rerun skip scenes whose output is
 complete and unchanged; a failing scene is recorded with its one-line error while the others finish.
@@ -26,7 +26,6 @@ from ssran_edge.errors import DataError, SSRANEdgeError
 log = logging.getLogger("ssran_edge.runtime")
 MANIFEST = "manifest.jsonl"
 RASTER_INPUTS = (".tif", ".tiff", ".jp2", ".vrt")
-_RUNNERS: dict[tuple, Any] = {}
 
 
 def expand_sources(patterns: list[str]) -> list[Path]:
@@ -45,21 +44,11 @@ def output_for(scene: Path, folder: Path) -> Path:
     return folder / f"{scene.stem}_hsi{'.tif' if scene.suffix.lower() in RASTER_INPUTS else '.npy'}"
 
 
-def _runner(model: str, backend: str, threads: int):
-    key = (model, backend, threads)
-    if key not in _RUNNERS:  # once per worker process: sessions cost seconds, scenes reuse them
-        from ssran_edge.runtime.backends import select_runner
-
-        selection = select_runner(model or None, backend, "", threads)
-        selection.runner.__enter__()
-        _RUNNERS[key] = selection
-    return _RUNNERS[key]
-
-
 def reconstruct_scene(scene: str, output: str, model: str = "", backend: str = "auto", tile: int = 0,
                       halo: int = 8, threads: int = 1) -> dict:
     """One scene, as `ssran-edge run SCENE --output OUTPUT`; returns its manifest record (never raises:
     a failure is a record with its one-line error, so one bad scene cannot stop an archive)."""
+    from ssran_edge.runtime.backends import opened_runner
     from ssran_edge.runtime.pipeline import StreamPipeline
     from ssran_edge.runtime.sinks import open_sink
     from ssran_edge.runtime.sources import WindowedSceneSource, open_source
@@ -67,7 +56,7 @@ def reconstruct_scene(scene: str, output: str, model: str = "", backend: str = "
     started = time.perf_counter()
     record: dict[str, Any] = {"source": scene, "output": output, "worker_pid": os.getpid()}
     try:
-        selection = _runner(model, backend, threads)
+        selection = opened_runner(model, backend, "", threads)
         source = open_source(scene)
         sink = open_sink(output, large_scene=isinstance(source, WindowedSceneSource), single_frame=True)
         sink.lock()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, non_negative_int, positive_int, tile_size
 from ssran_edge.errors import DataError
+from ssran_edge.geo import add_raster_arguments, is_geotiff_output, raster_options
 
 log = logging.getLogger("ssran_edge.runtime")
 
@@ -45,15 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds a live camera's read may block before it counts as failed (retry, reconnect)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--summary-json", help="write the run summary here")
-    geo = p.add_argument_group("GeoTIFF/JP2 rasters (the [geo] extra)")
-    geo.add_argument("--bands", help="input bands by 1-based index (2,3,4) or description (B02,B03,B04)")
-    geo.add_argument("--scale", type=float, help="reflectance = DN x scale + offset (default: the file's own; "
-                                                 "Sentinel-2 L2A: 0.0001)")
-    geo.add_argument("--offset", type=float, help="see --scale (Sentinel-2 L2A since baseline 04.00: -0.1)")
-    geo.add_argument("--cog", action="store_true", help="--output x.tif as a Cloud-Optimized GeoTIFF (overviews)")
-    geo.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="GeoTIFF output pixels")
-    geo.add_argument("--compress", choices=["deflate", "zstd", "lzw", "none"], default="deflate",
-                     help="GeoTIFF output compression (with a floating-point predictor)")
+    add_raster_arguments(p)
 
 
 def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | None = None) -> int:
@@ -67,14 +60,8 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
     if args.summary_json:  # found after the last frame otherwise
         check_writable(args.summary_json, "--summary-json")
     selection = select_runner(args.model, args.backend, args.device, args.threads, onnx_for=onnx_for)
-    geotiff_output = bool(args.output) and Path(args.output).suffix.lower() in (".tif", ".tiff")
-    if (args.cog or args.dtype != "float32" or args.compress != "deflate") and not geotiff_output:
-        raise DataError("--cog, --dtype and --compress apply to a GeoTIFF output (--output x.tif)")
-    raster = None
-    if args.bands or args.scale is not None or args.offset is not None:
-        from ssran_edge.geo import parse_bands
-
-        raster = {"bands": parse_bands(args.bands), "scale": args.scale, "offset": args.offset}
+    geotiff_output = is_geotiff_output(args.output, args)
+    raster = raster_options(args)
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout, raster=raster)
     if raster is not None and not isinstance(source, RasterSource):

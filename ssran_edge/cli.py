@@ -30,7 +30,7 @@ from ssran_edge.console import configure_logging
 from ssran_edge.data.readers import RASTER_SUFFIXES
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
-from ssran_edge.geo import OUTPUT_SUFFIXES
+from ssran_edge.geo import OUTPUT_SUFFIXES, add_raster_arguments, is_geotiff_output, raster_options
 
 
 def export_once(weights: Path) -> Path:
@@ -59,7 +59,7 @@ def cmd_predict(args) -> int:
     output = _predict_output(args)
     selection = select_runner(args.model, args.backend, args.device, onnx_for=export_once)
     card = selection.card
-    cube = read_cube(args.input, args.variable, _raster_options(args)) if args.input else demo_scene()
+    cube = read_cube(args.input, args.variable, raster_options(args)) if args.input else demo_scene()
     with selection.runner as runner:
         in_bands, out_bands = runner.in_bands, runner.out_bands
         reference = None
@@ -122,21 +122,12 @@ def _predict_output(args) -> Path | None:
     from ssran_edge.atomic import check_writable
 
     output = Path(args.output) if args.output else None
-    geotiff = output is not None and output.suffix.lower() in OUTPUT_SUFFIXES
-    if (args.cog or args.dtype != "float32" or args.compress != "deflate") and not geotiff:
-        raise DataError("--cog, --dtype and --compress apply to a GeoTIFF output (--output x.tif)")
-    if geotiff:
+    if is_geotiff_output(output, args):
         require("geo", "ssran-edge predict --output x.tif")
-    if args.bands or args.scale is not None or args.offset is not None:
+    if raster_options(args) is not None:
         if not args.input or Path(args.input).suffix.lower() not in RASTER_SUFFIXES:
             raise DataError("--bands, --scale and --offset apply to a GeoTIFF/JP2/VRT input")
     return check_writable(output, "--output") if output is not None else None
-
-
-def _raster_options(args) -> dict:
-    from ssran_edge.geo import parse_bands
-
-    return {"bands": parse_bands(args.bands), "scale": args.scale, "offset": args.offset}
 
 
 def _card_tags(selection) -> dict[str, str]:
@@ -238,14 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
     p.add_argument("--output", help=".npy, .hdr (ENVI) or .tif (GeoTIFF, [geo] extra); default "
                                     "ssran_output/<input>_hsi.npy")
-    p.add_argument("--bands", help="GeoTIFF/JP2 input: bands by 1-based index (2,3,4) or description (B02,B03,B04)")
-    p.add_argument("--scale", type=float, help="GeoTIFF/JP2 input: reflectance = DN x scale + offset (default: "
-                                               "the file's own; Sentinel-2 L2A: 0.0001)")
-    p.add_argument("--offset", type=float, help="GeoTIFF/JP2 input: see --scale (Sentinel-2 L2A since 04.00: -0.1)")
-    p.add_argument("--cog", action="store_true", help="GeoTIFF output as a Cloud-Optimized GeoTIFF (overviews)")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="GeoTIFF output pixels")
-    p.add_argument("--compress", choices=["deflate", "zstd", "lzw", "none"], default="deflate",
-                   help="GeoTIFF output compression (with a floating-point predictor)")
+    add_raster_arguments(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="stream frames (camera, video, folder, large scene, replay) through the model",
                        description=_run_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -87,6 +87,34 @@ def parse_bands(text: str | None) -> list[str] | None:
     return items
 
 
+def add_raster_arguments(parser) -> None:
+    """The GeoTIFF/JP2 flags `predict` and `run` share: input bands and calibration, output form."""
+    geo = parser.add_argument_group("GeoTIFF/JP2 rasters (the [geo] extra)")
+    geo.add_argument("--bands", help="input bands by 1-based index (2,3,4) or description (B02,B03,B04)")
+    geo.add_argument("--scale", type=float, help="reflectance = DN x scale + offset (default: the file's own; "
+                                                 "Sentinel-2 L2A: 0.0001)")
+    geo.add_argument("--offset", type=float, help="see --scale (Sentinel-2 L2A since baseline 04.00: -0.1)")
+    geo.add_argument("--cog", action="store_true", help="--output x.tif as a Cloud-Optimized GeoTIFF (overviews)")
+    geo.add_argument("--dtype", choices=DTYPES, default="float32", help="GeoTIFF output pixels")
+    geo.add_argument("--compress", choices=["deflate", "zstd", "lzw", "none"], default="deflate",
+                     help="GeoTIFF output compression (with a floating-point predictor)")
+
+
+def raster_options(args) -> dict | None:
+    """open_raster's bands/scale/offset from those flags; None when none was given."""
+    if not (args.bands or args.scale is not None or args.offset is not None):
+        return None
+    return {"bands": parse_bands(args.bands), "scale": args.scale, "offset": args.offset}
+
+
+def is_geotiff_output(output: str | Path | None, args) -> bool:
+    """Whether `output` names a GeoTIFF; the output-form flags are refused for any other form."""
+    geotiff = output is not None and Path(output).suffix.lower() in OUTPUT_SUFFIXES
+    if (args.cog or args.dtype != "float32" or args.compress != "deflate") and not geotiff:
+        raise DataError("--cog, --dtype and --compress apply to a GeoTIFF output (--output x.tif)")
+    return geotiff
+
+
 def _band_indexes(src, wanted: list[str] | None, path: Path) -> list[int]:
     """1-based band indexes from indices or descriptions (case-insensitive)."""
     if wanted is None:

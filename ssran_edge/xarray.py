@@ -17,7 +17,6 @@ rioxarray's `masked=True`) are filled before inference and NaN in the output. Th
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import numpy as np
@@ -26,20 +25,11 @@ from ssran_edge.errors import DataError
 from ssran_edge.geo import fill_masked
 from ssran_edge.tiling import run_tiled
 
-_RUNNERS: dict[tuple, Any] = {}  # one open runner per (model, backend, device) per process: sessions are costly
-_LOCK = threading.Lock()
-
 
 def _runner(model, backend: str, device: str):
-    key = (str(model), backend, device)
-    with _LOCK:
-        if key not in _RUNNERS:
-            from ssran_edge.runtime.backends import select_runner
+    from ssran_edge.runtime.backends import opened_runner
 
-            selection = select_runner(model, backend, device, onnx_for=_export_once)
-            selection.runner.__enter__()
-            _RUNNERS[key] = selection
-        return _RUNNERS[key]
+    return opened_runner(model, backend, device, onnx_for=_export_once)
 
 
 def _export_once(weights):
