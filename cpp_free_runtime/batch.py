@@ -109,10 +109,24 @@ def is_complete(record: dict | None) -> bool:
     return output.is_file() and sha256_file(output) == record.get("sha256")
 
 
+def _require_resources(client, resources: dict[str, float], scheduler: str | None) -> None:
+    """Tasks that ask for a resource no worker has would wait forever: refuse them up front."""
+    offered = [info.get("resources", {}) for info in client.scheduler_info()["workers"].values()]
+    if offered and not any(all(worker.get(name, 0) >= amount for name, amount in resources.items())
+                           for worker in offered):  # (none yet: an autoscaled cluster may add them)
+        wanted = ",".join(f"{name}={amount:g}" for name, amount in resources.items())
+        raise DataError(f"--resources {wanted}: no worker of {scheduler or 'the LocalCluster'} offers it "
+                        f"({len(offered)} workers); start workers with `dask worker {scheduler or 'ADDRESS'} "
+                        f"--resources {wanted}`")
+
+
 def run_batch(scenes: list[Path], folder: Path, *, model: str = "", backend: str = "auto", tile: int = 0,
               halo: int = 8, scheduler: str | None = None, workers: int = 2, memory_limit: str = "4GiB",
-              progress: bool = True) -> list[dict]:
-    """Every scene not already complete, one Dask task each; returns this run's records (manifest order)."""
+              resources: dict[str, float] | None = None, progress: bool = True) -> list[dict]:
+    """Every scene not already complete, one Dask task each; returns this run's records (manifest order).
+
+    `resources` (e.g. {"GPU": 1}): what each scene holds while it runs, so a worker started with
+    `--resources GPU=1` runs one scene at a time on its GPU; a LocalCluster's workers get one unit each."""
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
@@ -133,14 +147,18 @@ def run_batch(scenes: list[Path], folder: Path, *, model: str = "", backend: str
         client = Client(scheduler)
     else:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit,
-                               processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+                               processes=True, dashboard_address=":0", silence_logs=logging.ERROR,
+                               **({"resources": resources} if resources else {}))
         client = Client(cluster)
     records = []
     try:
+        if resources:
+            _require_resources(client, resources, scheduler)
         print(f"batch: {len(todo)} scenes on {scheduler or f'a LocalCluster of {workers} workers'}; "
               f"dashboard {client.dashboard_link}")
         futures = {client.submit(reconstruct_scene, str(s), str(output_for(s, folder)), model, backend, tile, halo,
-                                 key=f"ssran-edge-scene-{i}-{s.name}", pure=False): s for i, s in enumerate(todo)}
+                                 key=f"ssran-edge-scene-{i}-{s.name}", pure=False, resources=resources or None): s
+                   for i, s in enumerate(todo)}
         bar = tqdm(total=len(futures), unit="scene", disable=not progress or None)
         with open(folder / MANIFEST, "a") as manifest:
             for future in as_completed(futures):

@@ -44,3 +44,18 @@ def tile_size(text: str) -> int:
     """A tile side in pixels: >= MIN_TILE, or 0 for the model's own."""
     return 0 if text.strip() == "0" else tile_pixels(text)
 
+
+
+def worker_resources(text: str) -> dict[str, float]:
+    """Dask worker resources as NAME=AMOUNT[,NAME=AMOUNT...], e.g. GPU=1."""
+    resources = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, amount = item.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not name.strip() or not value > 0:
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME=AMOUNT with an amount > 0 (e.g. GPU=1)")
+        resources[name.strip()] = value
+    return resources

@@ -25,7 +25,7 @@ import time
 from importlib import import_module
 from pathlib import Path
 
-from ssran_edge.arguments import MIN_TILE, OneLineParser, tile_size
+from ssran_edge.arguments import MIN_TILE, OneLineParser, tile_size, worker_resources
 from ssran_edge.console import configure_logging
 from ssran_edge.data.readers import RASTER_SUFFIXES
 from ssran_edge.errors import DataError, SSRANEdgeError
@@ -151,7 +151,8 @@ def cmd_batch(args) -> int:
     if folder.exists() and not folder.is_dir():
         raise DataError(f"--output {folder}: exists and is not a folder")
     records = run_batch(scenes, folder, model=args.model or "", backend=args.backend, tile=args.tile,
-                        scheduler=args.scheduler, workers=args.workers, memory_limit=args.memory_limit)
+                        scheduler=args.scheduler, workers=args.workers, memory_limit=args.memory_limit,
+                        resources=args.resources)
     failed = [r for r in records if r["status"] != "done"]
     done = len(records) - len(failed)
     print(f"batch: {done} scenes written, {len(failed)} failed; manifest {folder / 'manifest.jsonl'}")
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (one thread each)")
     p.add_argument("--memory-limit", default="4GiB", help="LocalCluster memory limit per worker")
+    p.add_argument("--resources", type=worker_resources, default={},
+                   help="what each scene holds on its worker, e.g. GPU=1: one scene at a time per worker started "
+                        "with `dask worker ... --resources GPU=1` (a LocalCluster's workers get one each)")
     p.set_defaults(func=cmd_batch)
     p = sub.add_parser("info", help="print a model card")
     p.add_argument("model", nargs="?")

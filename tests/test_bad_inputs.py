@@ -312,6 +312,10 @@ def info(*argv: str) -> tuple[str, list[str]]:
     return "ssran-edge", ["info", *argv]
 
 
+def batch(*argv: str) -> tuple[str, list[str]]:
+    return "ssran-edge", ["batch", *argv]
+
+
 def export(*argv: str) -> tuple[str, list[str]]:
     return "python -m export", list(argv)
 
@@ -579,6 +583,9 @@ CASES: list[Case] = [
          lambda i, o: last((i / "file").write_text("x"),
                            export("--weights", "paris", "--output", str(i / "file" / "e"))),
          "is not writable", needs="shared_data"),
+    Case("batch-resources-without-amount", "cli", "batch --resources GPU (no amount)",
+         lambda i, o: batch(str(npy(i / "a.npy", rgb())), "--output", str(o / "hsi"), "--resources", "GPU"),
+         "argument --resources: 'GPU' is not NAME=AMOUNT with an amount > 0"),
     # --- python -m train ---------------------------------------------------------------------------------
     Case("train-unknown-flag", "cli", "--foo",
          lambda i, o: train("--foo", "--output", str(o / "run")), "python -m train: error: unrecognized arguments"),

@@ -127,3 +127,23 @@ def test_the_xarray_api_on_the_local_cluster(tmp_path):
         hsi = reconstruct(msi, model="cave").compute()
         assert len(client.scheduler_info()["workers"]) == 2
     np.testing.assert_allclose(np.moveaxis(hsi.values, 0, -1), np.load(tmp_path / "run.npy"), rtol=1e-5, atol=1e-6)
+
+
+def test_scenes_hold_worker_resources_and_a_cluster_without_them_is_refused(tmp_path, scenes):
+    """--resources GPU=1: each scene holds one unit (one scene at a time per GPU worker); a cluster whose
+    workers offer none would leave the tasks waiting forever, so it is refused in one line."""
+    from distributed import LocalCluster
+
+    out = tmp_path / "out"
+    result = cli("batch", str(scenes / "s*.npy"), "--output", str(out), "--workers", "2", "--resources", "GPU=1")
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in _manifest(out)] == ["done"] * 3
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        refused = cli("batch", str(scenes / "s*.npy"), "--output", str(tmp_path / "none"),
+                      "--scheduler", cluster.scheduler_address, "--resources", "GPU=1", timeout=120)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--resources GPU=1: no worker of tcp://" in lines[0], refused.stderr
+    bad = cli("batch", str(scenes / "s*.npy"), "--output", str(tmp_path / "bad"), "--resources", "GPU")
+    assert bad.returncode == 2 and "'GPU' is not NAME=AMOUNT" in bad.stderr

@@ -1,10 +1,13 @@
 """`python -m train` (also `ssran-edge train`): train SSRAN on a named protocol, then report on its
-test split. With no arguments: the default protocol (cave) with the paper's hyper-parameters."""
+test split. With no arguments: the default protocol (cave) with the paper's hyper-parameters.
+Data-parallel on N processes: `torchrun --nproc-per-node N -m train ...` (--batch-size is global)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(args.verbose)
+    from ssran_edge.train.distributed import RankLost, join, leave, rank_device, world_from_environment
+
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("protocol", "recipe", "resume", "no_report", "verbose") and v is not None}
     try:
@@ -86,19 +91,32 @@ def main(argv: list[str] | None = None) -> int:
         from ssran_edge.train.loop import default_output, train
         from ssran_edge.train.report import write_report
 
+        world = world_from_environment()
+        if not world.is_main:  # the other ranks stay quiet: errors only
+            logging.getLogger("ssran_edge").setLevel(logging.ERROR)
         config = make_config(args.protocol, args.recipe, **overrides)
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise SSRANEdgeError(f"--device {config.device}: CUDA is not available on this machine")
+        device = rank_device(config.device, world)
+        out = Path(config.output or default_output(config))
         if args.resume:  # say so before spending time loading data
             from ssran_edge.checkpoint import load_training_state
 
-            load_training_state(Path(config.output or default_output(config)) / "checkpoint.pt")
+            load_training_state(out / "checkpoint.pt")
         data = load_protocol(config.protocol, config.data_root or None, **config.data_kwargs())
-        best = train(config, resume=args.resume, data=data)
+        join(world, device)
+        best = train(replace(config, device=device), resume=args.resume, data=data, world=world)
+        leave()
+        if not world.is_main:
+            return 0
         print(f"weights: {best} (card: {best.with_suffix('.json')})")
         if not args.no_report:
-            report = write_report(best, data, config.device)
+            report = write_report(best, data, device)
             print(f"report: {best.parent / 'report.md'}\n{report['verdict']}")
+    except RankLost as exc:  # one line per surviving rank; torchrun then prints its own summary
+        print(f"python -m train: error: {exc}; the last checkpoint in {out} stands: rerun with --resume "
+              f"(any number of ranks)", file=sys.stderr)
+        return 2
     except (SSRANEdgeError, ValueError) as exc:
         print(f"python -m train: error: {exc}", file=sys.stderr)
         return 2

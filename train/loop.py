@@ -23,6 +23,7 @@ from ssran_edge.metrics import psnr
 from ssran_edge.model import SKIP_BASELINE, build_model, count_parameters
 from ssran_edge.tiling import predict
 from ssran_edge.train.config import TrainConfig
+from ssran_edge.train.distributed import SINGLE_PROCESS, World, collective, sum_over_ranks
 
 log = logging.getLogger("ssran_edge.train")
 
@@ -91,8 +92,12 @@ def remove_partial_files(out: Path) -> list[Path]:
     return stale
 
 
-def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None = None) -> Path:
-    """Train per `config`; returns the path of the best weights (<output>/model.safetensors)."""
+def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None = None,
+          world: World = SINGLE_PROCESS) -> Path:
+    """Train per `config`; returns the path of the best weights (<output>/model.safetensors).
+
+    Under torchrun (`world` from train.distributed, its process group joined) every rank calls this:
+    each trains its share of every global batch, and rank 0 alone validates and writes."""
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.output or default_output(config))
@@ -131,6 +136,9 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r} (adam or sgd)")
     loss_fn = make_loss(config.loss)
+    # DDP averages the ranks' gradients after each backward; checkpoints hold the bare module, so a run
+    # resumes under any world size.
+    stepped = (torch.nn.parallel.DistributedDataParallel(model) if world.distributed else model)
     # The moving average is what validation sees and what is saved as the best weights.
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True)
            if config.ema > 0 else None)
@@ -151,12 +159,17 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     log.info("%s: %d -> %d bands, %d parameters, %d patches of %dx%d (%d per epoch)", config.protocol,
              data.in_bands, data.out_bands, count_parameters(model), len(origins), config.patch_size,
              config.patch_size, per_epoch)
+    if world.distributed:
+        base, extra = divmod(config.batch_size, world.size)
+        log.info("%s: %d ranks; global batch %d = %s patches per rank and step, lr as in one process",
+                 config.protocol, world.size, config.batch_size, f"{base}-{base + 1}" if extra else base)
     card = model_card(config, data)
-    out.mkdir(parents=True, exist_ok=True)  # only now: a bad --init or data set leaves no empty run folder
-    remove_partial_files(out)
     best_path = out / "model.safetensors"
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a bad --init or data set leaves no empty run folder
+        remove_partial_files(out)
     bar = tqdm(range(start_epoch, config.epochs), initial=start_epoch, total=config.epochs, desc=config.protocol,
-               unit="epoch", dynamic_ncols=True)
+               unit="epoch", dynamic_ncols=True, disable=not world.is_main)
     for epoch in bar:
         # The epoch's randomness comes from (seed, epoch), so a resumed run replays the same epoch.
         rng = np.random.default_rng([config.seed, epoch])
@@ -167,14 +180,23 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         model.train()
         started, total_loss, skip_loss, seen = time.perf_counter(), 0.0, 0.0, 0
         for i in range(0, per_epoch, config.batch_size):
+            # Every rank draws the whole global batch (same rng stream, so the same flips, exposures and
+            # noise as one process) and trains its own rows of it: the equivalent of DistributedSampler
+            # with set_epoch, exact for any world size.
             msi, hsi = gather_patches(data.train, chosen[i: i + config.batch_size], config.patch_size,
                                       rng if config.augment else None)
             msi, hsi = mix(msi, hsi, rng, config.mixup)
             msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot)
-            msi, hsi = torch.from_numpy(msi).to(config.device), torch.from_numpy(hsi).to(config.device)
-            loss = loss_fn(model(msi), hsi)
+            batch, mine = len(msi), world.share(len(msi))
+            if batch < world.size:  # an epoch's last, partial batch smaller than the world: dropped by
+                continue  # every rank alike (all see the same batch), so no rank waits at a collective alone
+            msi, hsi = (torch.from_numpy(msi[mine]).to(config.device),
+                        torch.from_numpy(hsi[mine]).to(config.device))
+            loss = loss_fn(stepped(msi), hsi)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; weighting each rank's mean by its share of the batch
+            # makes that average the gradient of the whole batch's mean, as in one process.
+            collective((loss * (len(msi) * world.size / batch)).backward, world=world)
             optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -183,15 +205,19 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
             if hasattr(model, "skip"):  # the skip alone on the same patches: is SSRAN adding anything?
                 with torch.no_grad():
                     skip_loss += loss_fn(model.skip(msi), hsi).item() * len(msi)
+        total_loss, skip_loss, seen = sum_over_ranks([total_loss, skip_loss, seen], world)
         seconds = time.perf_counter() - started
-        val = evaluate_psnr(evaluated, data.val, config.select_mode, config)
-        val_seconds = time.perf_counter() - started - seconds
         if not math.isfinite(total_loss):
             raise SSRANEdgeError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr "
                                  f"and --resume, or start again")
+        if not world.is_main:
+            continue  # the other ranks go on to the next epoch; its first backward waits for rank 0
+        val = evaluate_psnr(evaluated, data.val, config.select_mode, config)
+        val_seconds = time.perf_counter() - started - seconds
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "val_psnr": val,
                         **({"skip_loss": skip_loss / seen} if hasattr(model, "skip") else {}),
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "val_seconds": val_seconds})
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "val_seconds": val_seconds,
+                        **({"ranks": world.size} if world.distributed else {})})
         if val > best_val or config.fold_validation:  # folded: validation is seen data; keep the last epoch
             best_val = max(val, best_val)
             save_model(evaluated, best_path, card.replace(best_epoch=epoch + 1, val_psnr=val))
