@@ -1,5 +1,7 @@
-"""Pick a runner for a model file: an engine -> TensorRT, an ONNX -> ONNX Runtime, weights -> the ONNX
-that ships beside them (ONNX Runtime, no torch needed) or PyTorch. `auto` takes the fastest backend here.
+"""Pick a runner for a model file: an engine -> TensorRT, an ONNX -> ONNX Runtime or OpenVINO, weights ->
+the ONNX that ships beside them (no torch needed) or PyTorch. `auto` takes the fastest backend here: on a
+CPU with OpenVINO installed, whichever of ONNX Runtime and OpenVINO was measured faster on this machine
+for this artefact (timed once on one tile, remembered in the cache: see `measured_cpu_backend`).
 
 The runtime never builds an artefact: weights without an ONNX beside them need `onnx_for`, a function
 the caller passes (the CLI passes export's cached exporter when the [export] extra is installed).
@@ -7,22 +9,35 @@ the caller passes (the CLI passes export's cached exporter when the [export] ext
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import platform
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssran_edge.atomic import sha256_file
+import numpy as np
+
+from ssran_edge.atomic import sha256_file, write_json
 from ssran_edge.card import PREFIX, ModelCard
+from ssran_edge.extras import require
+from ssran_edge.io import cache_dir
 from ssran_edge.runtime.engines import read_sidecar
 from ssran_edge.runtime.loaders import read_metadata
-from ssran_edge.runtime.runners import OrtRunner, Runner, RunnerError, TorchRunner, TrtRunner
+from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, RunnerError, TorchRunner, TrtRunner
 
 log = logging.getLogger("ssran_edge.runtime")
-BACKENDS = ("auto", "trt", "ort", "torch")
+BACKENDS = ("auto", "trt", "ort", "openvino", "torch")
 DEVICE = re.compile(r"|cpu|cuda(:\d+)?")  # "" = the best available
+# OpenVINO's device names: CPU, GPU, GPU.1, NPU, and lists over them: AUTO, AUTO:GPU,CPU
+OPENVINO_DEVICE = re.compile(r"cpu|gpu(\.\d+)?|npu|(auto|multi|hetero)(:[a-z0-9.]+(,[a-z0-9.]+)*)?", re.IGNORECASE)
+# OpenVINO is chosen by `auto` only when its timed tile is this much faster than ONNX Runtime's: a
+# margin over timing noise, so the choice does not flip between equal backends.
+OPENVINO_MARGIN = 1.05
 WEIGHTS_HASH = PREFIX + "weights_sha256"  # in the metadata of an ONNX exported from a weights file
 
 
@@ -66,8 +81,13 @@ def select_runner(model: str | Path | None, backend: str = "auto", device: str =
 
     if backend not in BACKENDS:
         raise RunnerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if not DEVICE.fullmatch(device):  # checked even where the backend would not use it: a typo is not "auto"
-        raise RunnerError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if backend == "openvino":
+        require("openvino", "--backend openvino")
+        if device and not OPENVINO_DEVICE.fullmatch(device):
+            raise RunnerError(f"--device {device!r}: OpenVINO devices are CPU, GPU, GPU.N, NPU or AUTO")
+    elif not DEVICE.fullmatch(device):  # checked even where the backend would not use it: a typo is not "auto"
+        hint = " (an OpenVINO device: add --backend openvino)" if OPENVINO_DEVICE.fullmatch(device) else ""
+        raise RunnerError(f"--device {device!r}: use cpu, cuda or cuda:N{hint}")
     path = model_path(model)
     if not path.exists():
         raise RunnerError(f"model {path}: no such file")
@@ -87,9 +107,9 @@ def _select(path: Path, backend: str, device: str, threads: int,
                          int(sidecar.get(PREFIX + "export_tile", 256)))
     if suffix == ".onnx":
         if backend in ("torch", "trt"):
-            raise RunnerError(f"{path.name} is an ONNX model: use --backend ort (or auto); for TensorRT, "
-                              "build an engine with python -m export --engine")
-        return _ort(path, device, threads, "an ONNX model")
+            raise RunnerError(f"{path.name} is an ONNX model: use --backend ort, openvino (or auto); for "
+                              "TensorRT, build an engine with python -m export --engine")
+        return _onnx(path, backend, device, threads, "an ONNX model")
     card = ModelCard.read(path)
     if backend == "trt":
         raise RunnerError("--backend trt needs an engine: build one with python -m export --fp16 --engine")
@@ -103,8 +123,25 @@ def _select(path: Path, backend: str, device: str, threads: int,
             raise RunnerError(f"{path.name}: no ONNX exported from these weights beside them; export one "
                               "(python -m export) or run with --backend torch")
         onnx_path = onnx_for(path)
-    why = "ONNX Runtime, faster than PyTorch eager on a CPU" if backend == "auto" else "requested"
-    return _ort(onnx_path, device, threads, why)
+    why = "faster than PyTorch eager on a CPU" if backend == "auto" else "requested"
+    return _onnx(onnx_path, backend, device, threads, why)
+
+
+def _onnx(path: Path, backend: str, device: str, threads: int, why: str) -> Selection:
+    if backend == "openvino":
+        return _openvino(path, device or "CPU", threads, "requested")
+    if backend == "auto" and not device.startswith("cuda") and not _ort_has_cuda():
+        choice = measured_cpu_backend(path, threads)
+        if choice is not None and choice["backend"] == "openvino":
+            return _openvino(path, "CPU", threads, f"{why}; OpenVINO measured {choice['ratio']:.2f}x faster than "
+                                                   f"ONNX Runtime on this CPU")
+    return _ort(path, device, threads, why)
+
+
+def _openvino(path: Path, device: str, threads: int, why: str) -> Selection:
+    runner = OpenVinoRunner(path, device, threads=threads)
+    tile = runner.card.inference.tile if runner.card else 256
+    return Selection(runner, runner.name, why, runner.card, tile)
 
 
 def _ort(path: Path, device: str, threads: int, why: str) -> Selection:
@@ -112,6 +149,65 @@ def _ort(path: Path, device: str, threads: int, why: str) -> Selection:
     runner = OrtRunner(path, provider, threads)
     tile = runner.card.inference.tile if runner.card else 256
     return Selection(runner, f"ort-{provider}", why, runner.card, tile)
+
+
+def measured_cpu_backend(path: Path, threads: int = 0) -> dict | None:
+    """ONNX Runtime or OpenVINO for this artefact on this CPU: both timed once on one tile of the model's
+    size (median of 3 after a warm-up, ~2-4 s in all) and the result kept in $SSRAN_CACHE/backend-timings.json,
+    keyed by the artefact's hash, the CPU, the thread count and both libraries' versions, so every later
+    start reads one small file. None when OpenVINO is not installed (or cannot run the artefact)."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    import onnxruntime
+
+    key = "|".join([sha256_file(path)[:20], _cpu_name(), f"threads={threads}", f"ort={onnxruntime.__version__}",
+                    f"openvino={openvino.__version__}"])
+    store = cache_dir("backend-timings.json")
+    try:
+        timings = json.loads(store.read_text()) if store.is_file() else {}
+    except ValueError:
+        timings = {}  # a damaged cache is re-measured, not an error
+    if key not in timings:
+        ort_runner = OrtRunner(path, "cpu", threads)
+        try:
+            ov_runner = OpenVinoRunner(path, "CPU", threads=threads)
+            ms = {"ort": _tile_ms(ort_runner), "openvino": _tile_ms(ov_runner)}
+        except RunnerError as exc:  # e.g. an ONNX Runtime-only graph: ONNX Runtime it is
+            log.debug("openvino cannot run %s here (%s): not measured", path.name, exc)
+            return None
+        timings[key] = {"ort_ms": round(ms["ort"], 2), "openvino_ms": round(ms["openvino"], 2)}
+        store.parent.mkdir(parents=True, exist_ok=True)
+        write_json(store, timings)
+        log.info("timed %s on one tile: ONNX Runtime %.1f ms, OpenVINO %.1f ms (kept in %s)", path.name,
+                 ms["ort"], ms["openvino"], store)
+    record = timings[key]
+    ratio = record["ort_ms"] / max(record["openvino_ms"], 1e-9)
+    return {**record, "ratio": ratio, "backend": "openvino" if ratio >= OPENVINO_MARGIN else "ort"}
+
+
+def _tile_ms(runner: Runner, repeats: int = 3) -> float:
+    with runner:
+        tile = runner.card.inference.tile if runner.card else 256
+        x = np.random.default_rng(0).random((1, runner.in_bands, tile, tile), dtype=np.float32)
+        runner.infer(x)  # warm-up: first-call allocations and kernel choices
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            runner.infer(x)
+            times.append(time.perf_counter() - started)
+    return float(np.median(times)) * 1000
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
 def _ort_has_cuda() -> bool:

@@ -29,8 +29,9 @@ log = logging.getLogger("ssran_edge.runtime")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", nargs="?", default="camera_stream")
     p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine (default: the bundled cave model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"])
-    p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "openvino", "torch"])
+    p.add_argument("--device", default="", help="cpu or cuda[:N]; with --backend openvino: CPU, GPU[.N], NPU or AUTO "
+                   "(default: the best available)")
     p.add_argument("--tile", type=tile_size, default=0, help=f"tile size, >= {MIN_TILE} (default: the model's)")
     p.add_argument("--halo", type=non_negative_int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
     p.add_argument("--batch", type=non_negative_int, default=0,

@@ -16,6 +16,7 @@ import numpy as np
 
 from ssran_edge.card import ModelCard
 from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.io import cache_dir
 from ssran_edge.runtime.engines import load_engine, read_sidecar
 from ssran_edge.runtime.loaders import ort_session, read_card
 
@@ -255,3 +256,132 @@ class TrtRunner(Runner):
         self.cuda.memcpy_dtoh_async(self.host_out[:size_out], self.dev_out, self.stream)
         self.stream.synchronize()
         return self.host_out[:size_out].reshape(n, self.out_bands, h, w).astype(np.float32)
+
+
+class OpenVinoRunner(Runner):
+    """OpenVINO on Intel CPUs, integrated GPUs and NPUs, from the same ONNX artefacts (fp32, fp16, int8
+    QDQ: OpenVINO runs the QDQ pairs as int8 kernels). LATENCY hint: one request, all cores on a tile.
+    THROUGHPUT hint: several requests in flight, a batch's tiles spread over them (an AsyncInferQueue).
+    Compiled models are cached (CACHE_DIR), so the second start skips compilation."""
+
+    name = "openvino"
+    HINTS = ("LATENCY", "THROUGHPUT")
+    VIRTUAL = ("AUTO", "MULTI", "HETERO")  # device lists over the real ones: AUTO:GPU,CPU
+
+    def __init__(self, onnx_path: str | Path, device: str = "CPU", hint: str = "LATENCY", threads: int = 0,
+                 cache: str | Path | None = None):
+        super().__init__()
+        self.path = Path(onnx_path)
+        self.card = read_card(self.path) if self.path.is_file() else None
+        if self.card is not None:
+            self.in_bands, self.out_bands = self.card.in_bands, self.card.out_bands
+        if hint.upper() not in self.HINTS:
+            raise RunnerError(f"openvino: unknown performance hint {hint!r}; choose LATENCY or THROUGHPUT")
+        self.device, self.hint, self.threads = device.upper(), hint.upper(), threads
+        self.cache = Path(cache) if cache else cache_dir("openvino")
+        self.name = f"openvino-{self.device.lower()}"
+        self.requests = 1
+
+    def activate_impl(self) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RunnerError("the openvino backend needs OpenVINO: pip install 'ssran-edge[openvino]'") from None
+        core = ov.Core()
+        self._check_device(core.available_devices)
+        # f32 arithmetic where the artefact is not int8: OpenVINO's CPU default is bf16 wherever the CPU
+        # has it (AVX512-BF16, AMX), which the drift gate never saw. Measured here (EPYC, avx512_bf16): the
+        # bundled `cave` model at 17.7 dB instead of 35.8 (its root-polynomial skip's large cancelling
+        # coefficients), `cave_ssran` off by up to 0.013.
+        config = {"PERFORMANCE_HINT": self.hint, "CACHE_DIR": str(self.cache), "INFERENCE_PRECISION_HINT": "f32"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        started = time.perf_counter()
+        try:  # from the path, not a read model: a cache hit then skips reading the ONNX as well
+            self.compiled = core.compile_model(str(self.path), self.device, config)
+        except RuntimeError as exc:
+            raise RunnerError(f"{self.path.name}: OpenVINO cannot compile it for {self.device} "
+                              f"({_openvino_failure(exc)})") from None
+        self.compile_seconds = time.perf_counter() - started
+        self._check_graph(ov)
+        self.request = self.compiled.create_infer_request()
+        if self.hint == "THROUGHPUT":
+            self.requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
+        else:
+            self.queue = None
+
+    def _check_device(self, available: list[str]) -> None:
+        kind, _, listed = self.device.partition(":")
+        wanted = [d for d in listed.split(",") if d] if kind in self.VIRTUAL else [self.device]
+        for device in wanted:
+            if not any(a == device or a.split(".")[0] == device for a in available):
+                raise RunnerError(f"openvino: device {device} is not present here (OpenVINO sees "
+                                  f"{', '.join(available) or 'none'})")
+
+    def _check_graph(self, ov) -> None:
+        """The same contract as OrtRunner's: one float (N, bands, H, W) input with free H and W, one output."""
+        name, inputs, outputs = self.path.name, self.compiled.inputs, self.compiled.outputs
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RunnerError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs; the runtime feeds one "
+                              "(N, bands, H, W) image and reads one")
+        shapes = {}
+        for what, port in (("input", inputs[0]), ("output", outputs[0])):
+            shape = port.get_partial_shape()
+            if port.get_element_type() not in (ov.Type.f32, ov.Type.f16):
+                raise RunnerError(f"{name}: {what} is {port.get_element_type()}; the runtime needs float images")
+            if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+                raise RunnerError(f"{name}: {what} has shape {shape}; the runtime needs (N, bands, H, W)")
+            if what == "input" and (shape[2].is_static or shape[3].is_static):
+                raise RunnerError(f"{name}: input has a fixed height/width {shape}; the runtime feeds tiles of "
+                                  "several sizes: export it with dynamic height and width")
+            shapes[what] = shape[1].get_length() if shape[1].is_static else 0
+        if not self.in_bands or not self.out_bands:
+            if not (shapes["input"] and shapes["output"]):
+                raise RunnerError(f"{name}: band counts unknown (no ssran_edge metadata, dynamic channels); "
+                                  "export it with python -m export")
+            self.in_bands, self.out_bands = shapes["input"], shapes["output"]
+        for what, expected in (("input", self.in_bands), ("output", self.out_bands)):
+            if shapes[what] and shapes[what] != expected:
+                raise RunnerError(f"{name}: the graph's {what} has {shapes[what]} bands, its card says {expected}")
+        self.input_dtype = np.float16 if inputs[0].get_element_type() == ov.Type.f16 else np.float32
+
+    def deactivate_impl(self) -> None:
+        self.queue = self.request = self.compiled = None
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        n, _, h, w = batch.shape
+        x = batch.astype(self.input_dtype, copy=False)
+        if self.queue is None or n == 1:
+            out = np.asarray(self.request.infer({0: x})[0])
+        else:  # one tile per request, `requests` of them in flight
+            out = np.empty((n, self.out_bands, h, w), np.float32)
+
+            def collect(request, row: int) -> None:
+                out[row] = request.get_output_tensor(0).data[0]
+
+            self.queue.set_callback(collect)
+            for row in range(n):
+                self.queue.start_async({0: x[row: row + 1]}, row)
+            self.queue.wait_all()
+        if out.shape != (n, self.out_bands, h, w):
+            raise DataError(f"{self.path.name}: output {out.shape} for input {batch.shape}; the runtime needs "
+                            f"({n}, {self.out_bands}, {h}, {w})")
+        return out.astype(np.float32, copy=False)
+
+
+def _openvino_failure(exc: BaseException) -> str:
+    """OpenVINO's multi-page conversion report as one clause: the operators it could not convert."""
+    text = str(exc)
+    ops = []
+    for line in text.splitlines():
+        for lead in ("No conversion rule found for operations:", "Conversion is failed for:"):
+            if lead in line:
+                ops += [op.strip() for op in line.split(lead, 1)[1].split(",") if op.strip()]
+    if ops:
+        shown = ", ".join(ops[:4]) + (f" and {len(ops) - 4} more" if len(ops) > 4 else "")
+        hint = ("; an ONNX Runtime-optimised graph (*_cpu.onnx): give the portable one beside it"
+                if any(op.startswith("com.microsoft") for op in ops) else "")
+        return f"operators it cannot convert: {shown}{hint}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Exception from")]
+    return (lines[-1] if lines else type(exc).__name__)[:200]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from ssran_edge.atomic import atomic_path, sha256_file
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.export.fuse import deploy_form, global_average_pools
+from ssran_edge.io import cache_dir
 
 log = logging.getLogger("ssran_edge.export")
 INPUT, OUTPUT = "msi", "hsi"
@@ -84,8 +84,7 @@ def export_weights(weights: str | Path, dst: str | Path) -> Path:
 def cached_onnx(weights: str | Path) -> Path:
     """export_weights once per weights file, kept under $SSRAN_CACHE (default ~/.cache/ssran-edge) by hash:
     the runtime's ONNX Runtime path for weights that ship without an ONNX."""
-    cache = Path(os.environ.get("SSRAN_CACHE", Path.home() / ".cache" / "ssran-edge"))
-    path = cache / f"{sha256_file(weights)[:20]}.onnx"
+    path = cache_dir() / f"{sha256_file(weights)[:20]}.onnx"
     if not path.is_file():
         log.info("exporting %s to ONNX once (cached at %s)", weights, path)
         export_weights(weights, path)

@@ -4,6 +4,7 @@ appears under its final name; the run then exits non-zero."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from ssran_edge.export.onnx_export import (
     set_metadata,
 )
 from ssran_edge.runtime.engines import sidecar_path
-from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner, TrtRunner
+from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner, TrtRunner
 
 log = logging.getLogger("ssran_edge.export")
 
@@ -149,8 +150,12 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
 
     staged: list[tuple[str, drift_gate.Drift, dict]] = []  # (file name, drift, extra manifest fields)
 
+    openvino = importlib.util.find_spec("openvino") is not None
+
     def add_onnx(name: str, precision: str, extra: dict) -> None:
         staged.append((name, gate(name, precision, OrtRunner(stage / name)), extra))
+        if openvino and not name.endswith("_cpu.onnx"):  # a portable graph serves OpenVINO too: gate it there
+            staged.append((name, gate(f"{name} via openvino", precision, OpenVinoRunner(stage / name)), {}))
 
     proto = export_fp32(model, imgsz=min(tile, 64), dynamic=opts.dynamic, simplify=opts.simplify)
     save_onnx(set_metadata(proto, card.metadata("fp32", **common)), stage / "model.onnx")
@@ -182,19 +187,23 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
     if trt_ok:
         staged += _build_engines(opts, card, tile, stage, gate)
 
-    # Land what passed (an engine with its sidecar); drop what failed, and any older file of that name,
-    # so a stale artefact never passes for the new one.
+    # Land what passed on every runtime it was gated on (an engine with its sidecar); drop what failed, and
+    # any older file of that name, so a stale artefact never passes for the new one.
     artefacts = []
-    for name, result, extra in staged:
+    for name in dict.fromkeys(name for name, _, _ in staged):
+        rows = [(result, extra) for file, result, extra in staged if file == name]
+        passed = all(result.passed for result, _ in rows)
         files = [name] + ([sidecar_path(Path(name)).name] if name.endswith(".engine") else [])
         for f in files:
-            if result.passed:
+            if passed:
                 os.replace(stage / f, opts.output / f)
             else:
                 (opts.output / f).unlink(missing_ok=True)
-        if result.passed:
+        if passed:
+            (result, extra), others = rows[0], [r for r, _ in rows[1:]]
             artefacts.append({"file": name, "precision": result.precision, "sha256": sha256_file(opts.output / name),
-                              "bytes": (opts.output / name).stat().st_size, **extra})
+                              "bytes": (opts.output / name).stat().st_size, **extra,
+                              **({"runtimes": ["onnxruntime", "openvino"]} if others else {})})
     drifts = [r for _, r, _ in staged]
     with atomic_path(opts.output / "drift.md") as tmp:
         tmp.write_text(f"# Accuracy drift: {card.protocol} validation split ({len(val)} regions, "

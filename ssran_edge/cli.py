@@ -224,10 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variable", help="variable name inside a .mat/.npz")
     p.add_argument("--mode", choices=["tile", "patch"], help="inference mode (default: the model card's)")
     p.add_argument("--tile", type=tile_size, help=f"tile size in pixels, >= {MIN_TILE} (tile mode; 0: the model's)")
-    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"],
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "openvino", "torch"],
                    help="auto: the ONNX beside the weights through ONNX Runtime (no torch needed), CUDA torch if "
                         "present")
-    p.add_argument("--device", default="", help="cpu or cuda[:N] (default: the best available)")
+    p.add_argument("--device", default="", help="cpu or cuda[:N]; with --backend openvino: CPU, GPU[.N], NPU or AUTO "
+                   "(default: the best available)")
     p.add_argument("--output", help=".npy, .hdr (ENVI) or .tif (GeoTIFF, [geo] extra); default "
                                     "ssran_output/<input>_hsi.npy")
     add_raster_arguments(p)
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="scene files or globs (npy, ENVI, mat, GeoTIFF/JP2...)")
     p.add_argument("--output", required=True, help="folder for <scene>_hsi.npy/.tif and manifest.jsonl")
     p.add_argument("--model", help="weights, ONNX or engine (default: the bundled cave model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"])
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "openvino", "torch"])
     p.add_argument("--tile", type=tile_size, default=0, help=f"tile size, >= {MIN_TILE} (default: the model's)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a LocalCluster)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (one thread each)")

@@ -18,6 +18,7 @@ EXTRAS = {  # extra -> the modules it brings that the commands below import
     "geo": ("rasterio", "xarray", "rioxarray", "dask"),
     "distributed": ("dask", "distributed"),
     "preview": ("matplotlib",),
+    "openvino": ("openvino",),
     "trt": ("tensorrt", "pycuda"),
 }
 

@@ -26,6 +26,12 @@ _SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character 
             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def cache_dir(*parts: str) -> Path:
+    """Where ssran-edge keeps what it can rebuild (ONNX exported from weights, OpenVINO's compiled models,
+    backend timings): $SSRAN_CACHE, default ~/.cache/ssran-edge."""
+    return Path(os.environ.get("SSRAN_CACHE", Path.home() / ".cache" / "ssran-edge"), *parts)
+
+
 def special_file(path: str | Path) -> str | None:
     """What a path is if it is a pipe, device or socket (opening a FIFO for reading blocks until a
     writer comes, forever if none does); None for files, folders and missing paths. stat() never blocks."""
