@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from ssran_edge.atomic import sha256_file
 from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import load_model
 from ssran_edge.errors import DataError
-from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner
+from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner
 from ssran_edge.tiling import run_tiled
 
 log = logging.getLogger("ssran_edge.bench")
@@ -38,11 +39,12 @@ HALO = 8
 @dataclass(frozen=True)
 class Artefact:
     config: str  # bundled model name (or a weights path)
-    label: str  # "torch fp32", "ort model_int8.onnx", "trt model_fp16.engine"
-    backend: str  # torch | ort | trt
+    label: str  # "torch fp32", "ort model_int8.onnx", "openvino model_int8.onnx", "trt model_fp16.engine"
+    backend: str  # torch | ort | openvino | trt
     precision: str  # fp32 | fp16 | int8
     path: str  # weights (torch) or artefact file
     whole_frame: bool = False  # the model called once on the whole frame (the reference), not in tiles
+    hint: str = ""  # openvino: AUTO (as `run`: a frame's tiles over several requests) or LATENCY (one at a time)
 
     @property
     def key(self) -> str:
@@ -100,7 +102,8 @@ def artefacts(config: str, export_dir: Path | None, precisions: tuple[str, ...] 
               ) -> list[Artefact]:
     """torch eager fp32 on the whole frame (the reference the ratios are taken against: the model called
     on the frame, as a PyTorch user would) and in tiles (`--backend torch`), then every artefact in the
-    export folder's manifest (engines where TensorRT runs)."""
+    export folder's manifest (engines where TensorRT runs), and each portable ONNX through OpenVINO too
+    (as `run` uses it, and LATENCY-only) where it is installed."""
     weights = str(weights_of(config))
     found = [Artefact(config, "torch fp32 whole frame", "torch", "fp32", weights, whole_frame=True),
              Artefact(config, "torch fp32", "torch", "fp32", weights)]
@@ -112,6 +115,10 @@ def artefacts(config: str, export_dir: Path | None, precisions: tuple[str, ...] 
             continue
         backend = "trt" if a["file"].endswith(".engine") else "ort"
         found.append(Artefact(config, f"{backend} {a['file']}", backend, a["precision"], str(export_dir / a["file"])))
+        if backend == "ort" and not a["file"].endswith("_cpu.onnx") and find_spec("openvino"):
+            for hint, suffix in (("AUTO", ""), ("LATENCY", " latency")):
+                found.append(Artefact(config, f"openvino {a['file']}{suffix}", "openvino", a["precision"],
+                                      str(export_dir / a["file"]), hint=hint))
     return found
 
 
@@ -123,6 +130,8 @@ def open_runner(artefact: Artefact, threads: int = 0, spinning: bool = True) -> 
         return TorchRunner(artefact.path)
     if artefact.backend == "ort":
         return OrtRunner(artefact.path, threads=threads, spinning=spinning)
+    if artefact.backend == "openvino":
+        return OpenVinoRunner(artefact.path, hint=artefact.hint or "AUTO", threads=threads)
     from ssran_edge.runtime.runners import TrtRunner
 
     return TrtRunner(artefact.path)
@@ -159,11 +168,12 @@ def frames(config: str, size: int, count: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.roll(base, 17 * k, axis=1)) for k in range(count)]
 
 
-def infer_frame(runner: Runner, msi: np.ndarray, tile: int, batch: int = 1, whole_frame: bool = False) -> np.ndarray:
-    """One frame the way `ssran-edge run` infers it (tiles + halo, batched, stitched), or in one call."""
+def infer_frame(runner: Runner, msi: np.ndarray, tile: int, batch: int = 0, whole_frame: bool = False) -> np.ndarray:
+    """One frame the way `ssran-edge run` infers it on a CPU (tiles + halo, stitched; as many tiles a call as
+    the runner keeps requests in flight, 1 unless OpenVINO's THROUGHPUT hint), or in one call."""
     if whole_frame:
         return runner.infer(np.ascontiguousarray(msi.transpose(2, 0, 1))[None])[0].transpose(1, 2, 0)
-    return run_tiled(runner.infer, msi, runner.out_bands, tile, HALO, batch)
+    return run_tiled(runner.infer, msi, runner.out_bands, tile, HALO, batch or runner.requests)
 
 
 def gemm_ceiling(n: int = 2048, repeat: int = 5) -> float:

@@ -91,7 +91,7 @@ def test_stream(benchmark, artefact: suite.Artefact, runner, request):
     steady: list[float] = []
 
     def measure_bare():
-        bare.append(bare_seconds(runner, frames, tile, suite.HALO, batch=1))
+        bare.append(bare_seconds(runner, frames, tile, suite.HALO, batch=runner.requests))
         return (), {}
 
     shipped = suite.open_runner(artefact, request.config.getoption("--bench-threads"), spinning=False).activate()
@@ -101,7 +101,8 @@ def test_stream(benchmark, artefact: suite.Artefact, runner, request):
         with tempfile.TemporaryDirectory() as tmp:
             sink = NpySink(Path(tmp) / "out")
             sink.open(runner.out_bands, None)
-            stats = StreamPipeline(ArraySource(frames), shipped, sink, tile=tile, halo=suite.HALO, batch=1).run()
+            stats = StreamPipeline(ArraySource(frames), shipped, sink, tile=tile, halo=suite.HALO,
+                                   batch=shipped.requests).run()
             sink.close()
             assert stats.frames == count and stats.dropped == 0
             assert len(list((Path(tmp) / "out").glob("*.npy"))) == count

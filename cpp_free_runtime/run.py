@@ -108,7 +108,8 @@ def _run(args, selection, source, sink, previews) -> int:
         bar = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)
         on_gpu = selection.backend == "trt" or "cuda" in selection.backend
         pipeline = StreamPipeline(source, runner, sink, tile=args.tile or selection.tile, halo=halo,
-                                  batch=args.batch or (4 if on_gpu else 1), queue_size=args.queue, previews=previews,
+                                  batch=args.batch or (4 if on_gpu else runner.requests), queue_size=args.queue,
+                                  previews=previews,
                                   max_frames=args.max_frames, progress=bar,
                                   reference=getattr(source, "reference", None))
         signals: list[int] = []

@@ -32,6 +32,7 @@ class Runner:
     in_bands: int = 0
     out_bands: int = 0
     card: ModelCard | None = None  # None: an ONNX from another tool (bands from its static shapes)
+    requests: int = 1  # tiles a call should carry to keep the backend busy (OpenVINO THROUGHPUT: its requests)
 
     def __init__(self) -> None:
         self.active = False
@@ -260,15 +261,17 @@ class TrtRunner(Runner):
 
 class OpenVinoRunner(Runner):
     """OpenVINO on Intel CPUs, integrated GPUs and NPUs, from the same ONNX artefacts (fp32, fp16, int8
-    QDQ: OpenVINO runs the QDQ pairs as int8 kernels). LATENCY hint: one request, all cores on a tile.
-    THROUGHPUT hint: several requests in flight, a batch's tiles spread over them (an AsyncInferQueue).
+    QDQ: OpenVINO runs the QDQ pairs as int8 kernels). Each call is served by the hint that fits it:
+    one tile by a LATENCY-compiled request (every core on the tile), several tiles by a THROUGHPUT-
+    compiled model's requests in flight, one tile each; `requests` tells the
+    pipeline how many tiles a call should carry. hint="LATENCY" or "THROUGHPUT" keeps to one of them.
     Compiled models are cached (CACHE_DIR), so the second start skips compilation."""
 
     name = "openvino"
-    HINTS = ("LATENCY", "THROUGHPUT")
+    HINTS = ("AUTO", "LATENCY", "THROUGHPUT")
     VIRTUAL = ("AUTO", "MULTI", "HETERO")  # device lists over the real ones: AUTO:GPU,CPU
 
-    def __init__(self, onnx_path: str | Path, device: str = "CPU", hint: str = "LATENCY", threads: int = 0,
+    def __init__(self, onnx_path: str | Path, device: str = "CPU", hint: str = "AUTO", threads: int = 0,
                  cache: str | Path | None = None):
         super().__init__()
         self.path = Path(onnx_path)
@@ -276,11 +279,10 @@ class OpenVinoRunner(Runner):
         if self.card is not None:
             self.in_bands, self.out_bands = self.card.in_bands, self.card.out_bands
         if hint.upper() not in self.HINTS:
-            raise RunnerError(f"openvino: unknown performance hint {hint!r}; choose LATENCY or THROUGHPUT")
+            raise RunnerError(f"openvino: unknown performance hint {hint!r}; choose AUTO, LATENCY or THROUGHPUT")
         self.device, self.hint, self.threads = device.upper(), hint.upper(), threads
         self.cache = Path(cache) if cache else cache_dir("openvino")
         self.name = f"openvino-{self.device.lower()}"
-        self.requests = 1
 
     def activate_impl(self) -> None:
         try:
@@ -289,27 +291,33 @@ class OpenVinoRunner(Runner):
             raise RunnerError("the openvino backend needs OpenVINO: pip install 'ssran-edge[openvino]'") from None
         core = ov.Core()
         self._check_device(core.available_devices)
+        started = time.perf_counter()
+        self.request = self.queue = None
+        if self.hint in ("AUTO", "LATENCY"):
+            self.request = self._compile(core, "LATENCY").create_infer_request()
+        if self.hint in ("AUTO", "THROUGHPUT"):
+            compiled = self._compile(core, "THROUGHPUT")
+            self.requests = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            # Plain requests, started and then waited in turn: no Python callbacks on OpenVINO's threads. A test
+            # run with an AsyncInferQueue (callbacks) hung here for 10 minutes once (not reproduced in 5 reruns).
+            self.queue = [compiled.create_infer_request() for _ in range(self.requests)]
+        self.compile_seconds = time.perf_counter() - started
+        self._check_graph(ov)
+
+    def _compile(self, core, hint: str):
         # f32 arithmetic where the artefact is not int8: OpenVINO's CPU default is bf16 wherever the CPU
         # has it (AVX512-BF16, AMX), which the drift gate never saw. Measured here (EPYC, avx512_bf16): the
         # bundled `cave` model at 17.7 dB instead of 35.8 (its root-polynomial skip's large cancelling
         # coefficients), `cave_ssran` off by up to 0.013.
-        config = {"PERFORMANCE_HINT": self.hint, "CACHE_DIR": str(self.cache), "INFERENCE_PRECISION_HINT": "f32"}
+        config = {"PERFORMANCE_HINT": hint, "CACHE_DIR": str(self.cache), "INFERENCE_PRECISION_HINT": "f32"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        started = time.perf_counter()
         try:  # from the path, not a read model: a cache hit then skips reading the ONNX as well
             self.compiled = core.compile_model(str(self.path), self.device, config)
         except RuntimeError as exc:
             raise RunnerError(f"{self.path.name}: OpenVINO cannot compile it for {self.device} "
                               f"({_openvino_failure(exc)})") from None
-        self.compile_seconds = time.perf_counter() - started
-        self._check_graph(ov)
-        self.request = self.compiled.create_infer_request()
-        if self.hint == "THROUGHPUT":
-            self.requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
-        else:
-            self.queue = None
+        return self.compiled
 
     def _check_device(self, available: list[str]) -> None:
         kind, _, listed = self.device.partition(":")
@@ -352,18 +360,17 @@ class OpenVinoRunner(Runner):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         n, _, h, w = batch.shape
         x = batch.astype(self.input_dtype, copy=False)
-        if self.queue is None or n == 1:
+        if self.queue is None or (n == 1 and self.request is not None):
             out = np.asarray(self.request.infer({0: x})[0])
         else:  # one tile per request, `requests` of them in flight
             out = np.empty((n, self.out_bands, h, w), np.float32)
-
-            def collect(request, row: int) -> None:
-                out[row] = request.get_output_tensor(0).data[0]
-
-            self.queue.set_callback(collect)
-            for row in range(n):
-                self.queue.start_async({0: x[row: row + 1]}, row)
-            self.queue.wait_all()
+            for first in range(0, n, len(self.queue)):
+                rows = list(zip(self.queue, range(first, min(n, first + len(self.queue))), strict=False))
+                for request, row in rows:
+                    request.start_async({0: x[row: row + 1]})
+                for request, row in rows:
+                    request.wait()
+                    out[row] = request.get_output_tensor(0).data[0]
         if out.shape != (n, self.out_bands, h, w):
             raise DataError(f"{self.path.name}: output {out.shape} for input {batch.shape}; the runtime needs "
                             f"({n}, {self.out_bands}, {h}, {w})")

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.util import find_spec
 
 import pytest
 
@@ -54,6 +55,10 @@ def test_smoke_reports_latency_next_to_accuracy(smoke_run):
     assert rows[("frame", "ort model.onnx")]["drift_db"] == pytest.approx(0.0, abs=0.01)
     for r in data["rows"]:
         assert r["ms"] > 0 and r["gflops"] > 0 and r["mpx_per_s"] > 0
+    if find_spec("openvino"):  # the same int8 QDQ file through OpenVINO, both hints, with its own accuracy
+        for label in ("openvino model_int8.onnx", "openvino model_int8.onnx latency"):
+            row = rows[("frame", label)]
+            assert row["backend"] == "openvino" and abs(row["psnr"] - int8["psnr"]) < 0.05, row
     stream = rows[("stream", "ort model_int8.onnx")]
     assert stream["frames"] == 3 and stream["bare_mpx_per_s"] > 0
     md = (out / "report" / "report.md").read_text()
