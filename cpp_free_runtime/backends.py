@@ -184,7 +184,7 @@ def measured_cpu_backend(path: Path, threads: int = 0) -> dict | None:
         timings[key] = {**record, "tiles": tiles}
         store.parent.mkdir(parents=True, exist_ok=True)
         write_json(store, timings)
-        log.info("timed %s per tile (1 tile / %d a call): ONNX Runtime %.1f / %.1f ms, OpenVINO %.1f / %.1f ms "
+        log.debug("timed %s per tile (1 tile / %d a call): ONNX Runtime %.1f / %.1f ms, OpenVINO %.1f / %.1f ms "
                  "(kept in %s)", path.name, tiles, record["ort_ms_1"], record[f"ort_ms_{tiles}"],
                  record["openvino_ms_1"], record[f"openvino_ms_{tiles}"], store)
     record = timings[key]

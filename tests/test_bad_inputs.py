@@ -847,15 +847,22 @@ def _unshare_works(*options: str) -> bool:
     return bool(exe) and subprocess.run([exe, *options, "true"], capture_output=True).returncode == 0
 
 
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """One $SSRAN_CACHE for every case: what it holds (ONNX exported from weights, backend timings) is
+    made once, as on a user's machine, and it is neither an input, an output nor the working directory."""
+    return tmp_path_factory.mktemp("ssran-cache")
+
+
 @pytest.fixture
-def folders(tmp_path, monkeypatch):
+def folders(tmp_path, monkeypatch, cache):
     """inp (the case's inputs), out (where outputs are directed: must stay empty) and cwd (the working
     directory: default outputs would land here)."""
     inp, out, cwd = tmp_path / "inp", tmp_path / "out", tmp_path / "cwd"
     for folder in (inp, out, cwd):
         folder.mkdir()
     monkeypatch.chdir(cwd)
-    monkeypatch.setenv("SSRAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SSRAN_CACHE", str(cache))
     yield inp, out, cwd
     out.chmod(0o700)
 
