@@ -31,7 +31,7 @@ STAGE_OF = {"ssran_edge.train": "train", "ssran_edge.export": "export", "ssran_e
             "ssran_edge.bench": "bench", "ssran_edge.cli": "cli", "ssran_edge.xarray": "api"}
 TOP = {"cli.py": "cli", "xarray.py": "api"}  # ssran_edge/ files above the stages: the user's entry points
 # a base install (pip install ssran-edge) has none of these: the [train]/[export]/[zarr]/[preview] extras
-NOT_IN_BASE = ["torch", "safetensors", "onnxscript", "onnxslim", "matplotlib", "zarr"]
+NOT_IN_BASE = ["torch", "safetensors", "onnxscript", "onnxslim", "matplotlib", "zarr", "openvino"]
 
 
 def _layer_of_module(name: str) -> str | None:
