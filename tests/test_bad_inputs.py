@@ -479,6 +479,13 @@ CASES: list[Case] = [
     Case("predict-device-typo", "cli", "--device cuda:x",
          lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--device", "cuda:x", "--output", str(o / "y.npy")),
          "--device 'cuda:x': use cpu, cuda or cuda:N"),
+    Case("run-openvino-device-absent", "cli", "run --backend openvino --device NPU on a machine without an NPU",
+         lambda i, o: run_auto(str(npy(i / "x.npy", rgb())), "--backend", "openvino", "--device", "NPU",
+                               "--output", str(o / "y.npy")),
+         "openvino: device NPU is not present here (OpenVINO sees", needs="openvino_no_npu"),
+    Case("predict-openvino-device-without-backend", "cli", "--device GPU (an OpenVINO name) with another backend",
+         lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--device", "GPU", "--output", str(o / "y.npy")),
+         "--device 'GPU': use cpu, cuda or cuda:N (an OpenVINO device: add --backend openvino)"),
     Case("predict-bad-choice", "cli", "--mode zigzag",
          lambda i, o: predict("--mode", "zigzag", "--output", str(o / "y.npy")),
          "argument --mode: invalid choice: 'zigzag'"),
@@ -836,6 +843,10 @@ def _require(case: Case, request) -> None:
             pytest.skip("this machine has CUDA: --device cuda is valid here")
     if case.needs == "shared_data":
         request.getfixturevalue("shared_data")
+    if case.needs == "openvino_no_npu":
+        openvino = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+        if "NPU" in openvino.Core().available_devices:
+            pytest.skip("this machine has an NPU: --device NPU is valid here")
     if case.needs.startswith("unshare") and not _unshare_works("-rm"):
         pytest.skip("no user namespaces here (unshare -rm): the file-size-limit cases simulate the full disk")
     if case.needs == "unprivileged" and os.geteuid() == 0 and not _unshare_works("--user"):
