@@ -1,7 +1,7 @@
 """Pick a runner for a model file: an engine -> TensorRT, an ONNX -> ONNX Runtime or OpenVINO, weights ->
 the ONNX that ships beside them (no torch needed) or PyTorch. `auto` takes the fastest backend here: on a
 CPU with OpenVINO installed, whichever of ONNX Runtime and OpenVINO was measured faster on this machine
-for this artefact (timed once on one tile, remembered in the cache: see `measured_cpu_backend`).
+for this artefact (timed once, remembered in the cache: see `measured_cpu_backend`).
 
 The runtime never builds an artefact: weights without an ONNX beside them need `onnx_for`, a function
 the caller passes (the CLI passes export's cached exporter when the [export] extra is installed).
@@ -182,8 +182,11 @@ def measured_cpu_backend(path: Path, threads: int = 0) -> dict | None:
             log.debug("openvino cannot run %s here (%s): not measured", path.name, exc)
             return None
         timings[key] = {**record, "tiles": tiles}
-        store.parent.mkdir(parents=True, exist_ok=True)
-        write_json(store, timings)
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            write_json(store, timings)
+        except OSError as exc:  # a read-only home: decide for this run, measure again next time
+            log.debug("cannot keep the timings in %s (%s)", store, exc)
         log.debug("timed %s per tile (1 tile / %d a call): ONNX Runtime %.1f / %.1f ms, OpenVINO %.1f / %.1f ms "
                  "(kept in %s)", path.name, tiles, record["ort_ms_1"], record[f"ort_ms_{tiles}"],
                  record["openvino_ms_1"], record[f"openvino_ms_{tiles}"], store)

@@ -309,7 +309,12 @@ class OpenVinoRunner(Runner):
         # has it (AVX512-BF16, AMX), which the drift gate never saw. Measured here (EPYC, avx512_bf16): the
         # bundled `cave` model at 17.7 dB instead of 35.8 (its root-polynomial skip's large cancelling
         # coefficients), `cave_ssran` off by up to 0.013.
-        config = {"PERFORMANCE_HINT": hint, "CACHE_DIR": str(self.cache), "INFERENCE_PRECISION_HINT": "f32"}
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"}
+        try:
+            self.cache.mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(self.cache)
+        except OSError:  # a read-only home: compile every start rather than fail
+            pass
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
         try:  # from the path, not a read model: a cache hit then skips reading the ONNX as well

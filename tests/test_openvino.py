@@ -129,3 +129,11 @@ def test_an_onnx_runtime_only_graph_and_a_missing_openvino_are_one_line(tmp_path
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(
         "--backend openvino: needs the [openvino] extra: pip install 'ssran-edge[openvino]'")
+
+
+def test_auto_still_decides_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("SSRAN_CACHE", str(blocked / "cache"))  # below a regular file: every write fails
+    choice = measured_cpu_backend(MODELS["cave"].with_suffix(".onnx"), threads=1)
+    assert choice["backend"] in ("ort", "openvino") and blocked.read_text() == "not a folder"
