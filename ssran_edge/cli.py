@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["tile", "patch"], help="inference mode (default: the model card's)")
     p.add_argument("--tile", type=tile_size, help=f"tile size in pixels, >= {MIN_TILE} (tile mode; 0: the model's)")
     p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "openvino", "torch"],
-                   help="auto: the ONNX beside the weights through ONNX Runtime (no torch needed), CUDA torch if "
-                        "present")
+                   help="auto: the ONNX beside the weights through ONNX Runtime or OpenVINO, whichever was "
+                        "measured faster here (no torch needed); CUDA torch if present")
     p.add_argument("--device", default="", help="cpu or cuda[:N]; with --backend openvino: CPU, GPU[.N], NPU or AUTO "
                    "(default: the best available)")
     p.add_argument("--output", help=".npy, .hdr (ENVI) or .tif (GeoTIFF, [geo] extra); default "
