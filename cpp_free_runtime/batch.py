@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ssran_edge.atomic import sha256_file
+from ssran_edge.data.readers import RASTER_SUFFIXES
 from ssran_edge.errors import DataError, SSRANEdgeError
 
 log = logging.getLogger("ssran_edge.runtime")
 MANIFEST = "manifest.jsonl"
-RASTER_INPUTS = (".tif", ".tiff", ".jp2", ".vrt")
 
 
 def expand_sources(patterns: list[str]) -> list[Path]:
@@ -41,7 +41,7 @@ def expand_sources(patterns: list[str]) -> list[Path]:
 
 def output_for(scene: Path, folder: Path) -> Path:
     """DIR/<stem>_hsi.tif for a GDAL raster (georeferenced output), DIR/<stem>_hsi.npy otherwise."""
-    return folder / f"{scene.stem}_hsi{'.tif' if scene.suffix.lower() in RASTER_INPUTS else '.npy'}"
+    return folder / f"{scene.stem}_hsi{'.tif' if scene.suffix.lower() in RASTER_SUFFIXES else '.npy'}"
 
 
 def reconstruct_scene(scene: str, output: str, model: str = "", backend: str = "auto", tile: int = 0,
