@@ -136,7 +136,11 @@ class OrtRunner(Runner):
             raise RunnerError(f"ort: {wanted} is not in this onnxruntime build ({', '.join(available)})")
         providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
         self.session = ort_session(self.path, providers, self.threads, self.spinning)
-        meta, out_meta = self._check_graph(self.session.get_inputs(), self.session.get_outputs())
+        try:
+            meta, out_meta = self._check_graph(self.session.get_inputs(), self.session.get_outputs())
+        except UnicodeDecodeError:  # ONNX Runtime decodes names and dimension names only when asked
+            raise RunnerError(f"{self.path.name}: a tensor or dimension name is not UTF-8 text (a damaged "
+                              "graph)") from None
         self.input_name = meta.name
         if not self.in_bands or not self.out_bands:  # an ONNX without our metadata: trust its static shapes
             if not (isinstance(meta.shape[1], int) and isinstance(out_meta.shape[1], int)):
