@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels, tile_size
 from ssran_edge.console import configure_logging
+from ssran_edge.data.patches import CALIBRATION_SAMPLES, CALIBRATION_TILE
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
 
@@ -37,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="protocol whose training data calibrates INT8 and whose validation split "
                                   "gates drift (default: the model's)")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
-    p.add_argument("--calib-samples", type=positive_int, default=64, help="calibration tiles")
+    p.add_argument("--calib-samples", type=positive_int, default=CALIBRATION_SAMPLES, help="calibration tiles")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
-    p.add_argument("--calib-tile", type=tile_pixels, default=64, help=f"calibration tile size, >= {MIN_TILE}")
+    p.add_argument("--calib-tile", type=tile_pixels, default=CALIBRATION_TILE,
+                   help=f"calibration tile size, >= {MIN_TILE}")
     p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB")
     p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
     p.add_argument("--max-drop-fp16", type=float, default=0.05, help="dB of PSNR the FP16 artefacts may lose")

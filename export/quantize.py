@@ -8,13 +8,12 @@ import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from ssran_edge.data.patches import CALIBRATION_SAMPLES, CALIBRATION_TILE, calibration_tiles
 from ssran_edge.data.protocols import Pair
-from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
 from ssran_edge.export.fuse import nhwc_residual_adds
 from ssran_edge.export.onnx_export import ort_optimize, save_onnx, set_metadata, skip_nodes
@@ -25,25 +24,12 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 
 
 class TileCalibrationReader(CalibrationDataReader):
-    """Random tiles of real MSI (N=1 each), drawn reproducibly from the training regions."""
+    """ONNX Runtime's feed of `calibration_tiles`: random tiles of real MSI (N=1 each), drawn
+    reproducibly from the training regions."""
 
-    def __init__(self, pairs: list[Pair], in_bands: int, samples: int = 64, tile: int = 64, seed: int = 0,
-                 input_name: str = "msi"):
-        if samples < 1:
-            raise DataError(f"--calib-samples must be at least 1, got {samples}")
-        if tile < 1:
-            raise DataError(f"--calib-tile must be at least 1 pixel, got {tile}")
-        if not pairs:
-            raise DataError("calibration set is empty: no training regions to draw tiles from")
-        rng = np.random.default_rng(seed)
-        self.tiles = []
-        for k in range(samples):
-            pair = pairs[k % len(pairs)]
-            msi = check_cube(pair.msi, f"calibration region {pair.name}", in_bands)
-            h, w = msi.shape[:2]
-            th, tw = min(tile, h), min(tile, w)
-            r, c = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
-            self.tiles.append(np.ascontiguousarray(msi[r:r + th, c:c + tw].transpose(2, 0, 1))[None])
+    def __init__(self, pairs: list[Pair], in_bands: int, samples: int = CALIBRATION_SAMPLES,
+                 tile: int = CALIBRATION_TILE, seed: int = 0, input_name: str = "msi"):
+        self.tiles = calibration_tiles(pairs, in_bands, samples, tile, seed)
         self.input_name = input_name
         self._iter = iter(self.tiles)
 

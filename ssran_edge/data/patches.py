@@ -6,6 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from ssran_edge.data.protocols import Pair
+from ssran_edge.data.readers import check_cube
+from ssran_edge.errors import DataError
+
+# What the INT8 export calibrates on by default (export --calib-samples/--calib-tile), and so what
+# quantization-aware training simulates.
+CALIBRATION_SAMPLES = 64
+CALIBRATION_TILE = 64
 
 
 def patch_origins(pairs: list[Pair], size: int, stride: int = 1) -> np.ndarray:
@@ -73,3 +80,25 @@ def mix(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, share: float
     msi[chosen] = a * msi[chosen] + (1 - a) * msi[partner]
     hsi[chosen] = a * hsi[chosen] + (1 - a) * hsi[partner]
     return msi, hsi
+
+
+def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int = CALIBRATION_SAMPLES,
+                      tile: int = CALIBRATION_TILE, seed: int = 0) -> list[np.ndarray]:
+    """`samples` random tiles of real MSI, (1, bands, tile, tile) float32 each (smaller where a region
+    is), drawn reproducibly from the regions in turn: the INT8 export's calibration set."""
+    if samples < 1:
+        raise DataError(f"--calib-samples must be at least 1, got {samples}")
+    if tile < 1:
+        raise DataError(f"--calib-tile must be at least 1 pixel, got {tile}")
+    if not pairs:
+        raise DataError("calibration set is empty: no training regions to draw tiles from")
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for k in range(samples):
+        pair = pairs[k % len(pairs)]
+        msi = check_cube(pair.msi, f"calibration region {pair.name}", in_bands)
+        h, w = msi.shape[:2]
+        th, tw = min(tile, h), min(tile, w)
+        r, c = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
+        tiles.append(np.ascontiguousarray(msi[r:r + th, c:c + tw].transpose(2, 0, 1))[None])
+    return tiles
