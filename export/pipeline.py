@@ -17,6 +17,7 @@ from ssran_edge import __version__
 from ssran_edge.atomic import WriterLock, atomic_path, sha256_file, write_json
 from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import load_model
+from ssran_edge.data.patches import CALIBRATION_SAMPLES, CALIBRATION_TILE
 from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.export import drift as drift_gate
@@ -49,9 +50,9 @@ class ExportOptions:
     halo: int = 8
     data: str = ""  # protocol name; default: the model card's
     data_root: str = ""
-    calib_samples: int = 64
+    calib_samples: int = CALIBRATION_SAMPLES
     calib_method: str = "minmax"
-    calib_tile: int = 64
+    calib_tile: int = CALIBRATION_TILE
     workspace: float = 4.0  # GiB, TensorRT builder
     device: str = "cpu"  # cpu, cuda:N or dla:N (TensorRT target)
     max_drop_db: dict[str, float] = field(default_factory=lambda: dict(drift_gate.DEFAULT_MAX_DROP_DB))
@@ -101,6 +102,11 @@ def run_export(opts: ExportOptions) -> dict:
     model, card = load_model(opts.weights)
     tile = opts.imgsz or card.inference.tile
     data = validation_data(card, opts)
+    calibration = (opts.calib_method, opts.calib_samples, opts.calib_tile)
+    if opts.int8 and card.training.get("qat") and calibration != ("minmax", CALIBRATION_SAMPLES, CALIBRATION_TILE):
+        log.warning("%s was fine-tuned through the default calibration (minmax, %d tiles of %d px); "
+                    "--calib-method/--calib-samples/--calib-tile give it ranges it was not trained with",
+                    opts.weights, CALIBRATION_SAMPLES, CALIBRATION_TILE)
     val: list[Pair] = data.val[: opts.drift_regions] if opts.drift_regions else data.val
     engine_wanted = opts.engine or opts.device.startswith(("cuda", "dla"))
     trt_ok, trt_reason = False, "not requested"

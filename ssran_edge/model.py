@@ -26,10 +26,11 @@ class ECA(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"ECA kernel size must be odd, got {kernel_size}")
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.gate = nn.Sigmoid()  # a module, so quantization-aware training can hook its output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.mean(dim=(2, 3))  # (N, C)
-        weights = torch.sigmoid(self.conv(pooled.unsqueeze(1))).squeeze(1)  # (N, C)
+        weights = self.gate(self.conv(pooled.unsqueeze(1))).squeeze(1)  # (N, C)
         return x * weights[:, :, None, None]
 
 

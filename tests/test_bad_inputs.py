@@ -616,6 +616,9 @@ CASES: list[Case] = [
          "given as a training and a test file"),
     Case("train-zero-epochs", "cli", "--epochs 0",
          lambda i, o: train("--epochs", "0", "--output", str(o / "run")), "argument --epochs: 0 is not a positive"),
+    Case("train-qat-without-init", "cli", "--qat with no --init weights",
+         lambda i, o: train(*files_protocol(i), "--qat", "--output", str(o / "run")),
+         "--qat fine-tunes trained weights for the INT8 export: give them with --init"),
     # --- real processes: what a terminal shows ------------------------------------------------------------
     Case("process-predict-nan", "process", "python -m ssran_edge.cli predict on NaN pixels",
          lambda i, o: predict(str(npy(i / "x.npy", np.full((8, 8, 3), np.nan, np.float32))),

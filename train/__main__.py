@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-blocks", type=positive_int)
     p.add_argument("--eca-kernel", type=positive_int)
     p.add_argument("--init", help="start from these weights (e.g. a paper-recipe model, to fine-tune on tiles)")
+    p.add_argument("--qat", action="store_true", default=None,
+                   help="quantization-aware fine-tuning of the --init weights for `export --int8` (e.g. "
+                        "--epochs 8 --lr 1e-4): trains through the export's INT8 rounding and chooses the "
+                        "epoch on validation through it")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=non_negative_int, help="torch CPU threads (0 = default)")

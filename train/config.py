@@ -44,6 +44,9 @@ class TrainConfig:
     num_blocks: int = 3
     eca_kernel: int = 5
     init: str = ""  # start from these weights (fine-tuning), with a fresh optimizer
+    # Quantization-aware fine-tuning of --init weights: train through the INT8 export's rounding
+    # (train/qat.py); one process.
+    qat: bool = False
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # 0 = torch's default
@@ -99,6 +102,9 @@ def make_config(protocol: str = "cave", recipe: str = "paper", **overrides) -> T
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     values = {**RECIPES[recipe]["*"], **RECIPES[recipe].get(protocol, {})}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("qat"):
+        if not values.get("init"):
+            raise ValueError("--qat fine-tunes trained weights for the INT8 export: give them with --init")
     unknown = set(values) - TrainConfig.field_names()
     if unknown:
         raise ValueError(f"unknown training settings: {sorted(unknown)}")

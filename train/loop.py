@@ -45,6 +45,16 @@ def evaluate_psnr(model, pairs, mode: str, config: TrainConfig) -> float:
     return float(np.mean(values))
 
 
+def quantized_psnr(sim, calibration, model, pairs, config: TrainConfig) -> float:
+    """Validation PSNR through the INT8 export's rounding, calibrated as the export will calibrate."""
+    sim.calibrate(calibration)
+    sim.enable()
+    try:
+        return evaluate_psnr(model, pairs, config.select_mode, config)
+    finally:
+        sim.disable()
+
+
 def _lr_at(config: TrainConfig, epoch: int) -> float:
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
@@ -143,6 +153,16 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema), use_buffers=True)
            if config.ema > 0 else None)
     evaluated = ema.module if ema is not None else model
+    sim = sim_evaluated = calibration = None
+    if config.qat:
+        if world.distributed:
+            raise SSRANEdgeError("--qat runs in one process (a short fine-tune): start it without torchrun")
+        from ssran_edge.data.patches import calibration_tiles
+        from ssran_edge.train.qat import ExportQuantSim
+
+        calibration = calibration_tiles(data.train, data.in_bands)
+        sim = ExportQuantSim(model)  # rounds what is trained
+        sim_evaluated = sim if evaluated is model else ExportQuantSim(evaluated)  # rounds what is saved
 
     start_epoch, best_val, history = 0, -math.inf, []
     if resumed:
@@ -177,6 +197,9 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(config, epoch)
         chosen = origins[rng.permutation(len(origins))[:per_epoch]]
+        if sim is not None:  # this epoch trains through the rounding of the weights as they are now
+            sim.calibrate(calibration)
+            sim.enable()
         model.train()
         started, total_loss, skip_loss, seen = time.perf_counter(), 0.0, 0.0, 0
         for i in range(0, per_epoch, config.batch_size):
@@ -206,6 +229,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
                 with torch.no_grad():
                     skip_loss += loss_fn(model.skip(msi), hsi).item() * len(msi)
         total_loss, skip_loss, seen = sum_over_ranks([total_loss, skip_loss, seen], world)
+        if sim is not None:
+            sim.disable()  # validation and the saved weights are float; the export rounds them again
         seconds = time.perf_counter() - started
         if not math.isfinite(total_loss):
             raise SSRANEdgeError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr "
@@ -213,14 +238,19 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         if not world.is_main:
             continue  # the other ranks go on to the next epoch; its first backward waits for rank 0
         val = evaluate_psnr(evaluated, data.val, config.select_mode, config)
+        chosen_by = val
+        if sim is not None:  # what the INT8 export of these weights will score: the epoch is chosen on it
+            chosen_by = val_int8 = quantized_psnr(sim_evaluated, calibration, evaluated, data.val, config)
         val_seconds = time.perf_counter() - started - seconds
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "val_psnr": val,
+                        **({"val_psnr_int8": val_int8} if sim is not None else {}),
                         **({"skip_loss": skip_loss / seen} if hasattr(model, "skip") else {}),
                         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "val_seconds": val_seconds,
                         **({"ranks": world.size} if world.distributed else {})})
-        if val > best_val or config.fold_validation:  # folded: validation is seen data; keep the last epoch
-            best_val = max(val, best_val)
-            save_model(evaluated, best_path, card.replace(best_epoch=epoch + 1, val_psnr=val))
+        if chosen_by > best_val or config.fold_validation:  # folded: validation is seen data; keep the last
+            best_val = max(chosen_by, best_val)
+            extra = {"record": {**card.record, "val_psnr_int8": val_int8}} if sim is not None else {}
+            save_model(evaluated, best_path, card.replace(best_epoch=epoch + 1, val_psnr=val, **extra))
         save_training_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          **({"ema": ema.state_dict()} if ema is not None else {}),
                                          "epoch": epoch + 1, "best_val": best_val, "history": history,
