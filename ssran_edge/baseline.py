@@ -31,7 +31,7 @@ import numpy as np
 
 from ssran_edge.errors import DataError
 
-KINDS = ("linear", "rootpoly2", "rootpoly3", "poly2", "poly3")
+KINDS = ("linear", "rootpoly2", "rootpoly3", "rootpoly4", "poly2", "poly3")
 EPS = 1e-6  # the floor under log(x): dark and slightly negative (noisy) pixels give terms of ~0
 
 

@@ -7,6 +7,8 @@ attention. Tensors are NCHW: (batch, bands, height, width).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -137,9 +139,10 @@ class RootPolySkipSSRAN(LinearSkipSSRAN):
         return torch.exp(nn.functional.conv2d(torch.log(msi.clamp_min(EPS)), self.exponents))
 
 
-ARCHITECTURES = {"ssran": SSRAN, "ssran_linear_skip": LinearSkipSSRAN, "ssran_rootpoly_skip": RootPolySkipSSRAN}
+ARCHITECTURES = {"ssran": SSRAN, "ssran_linear_skip": LinearSkipSSRAN, "ssran_rootpoly_skip": RootPolySkipSSRAN,
+                 "ssran_rootpoly4_skip": functools.partial(RootPolySkipSSRAN, order=4)}
 # The least-squares baseline each skip variant starts from (ssran_edge.baseline kinds).
-SKIP_BASELINE = {"ssran_linear_skip": "linear", "ssran_rootpoly_skip": "rootpoly3"}
+SKIP_BASELINE = {"ssran_linear_skip": "linear", "ssran_rootpoly_skip": "rootpoly3", "ssran_rootpoly4_skip": "rootpoly4"}
 
 
 def build_model(arch: str, in_bands: int, out_bands: int, **kwargs) -> nn.Module:

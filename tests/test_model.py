@@ -70,15 +70,16 @@ def test_linear_skip_variant_starts_at_the_linear_map():
         assert torch.allclose(model(x), expected, atol=1e-5)
 
 
-def test_root_polynomial_skip_starts_at_the_fitted_baseline():
+@pytest.mark.parametrize("arch", ["ssran_rootpoly_skip", "ssran_rootpoly4_skip"])
+def test_root_polynomial_skip_starts_at_the_fitted_baseline(arch):
     from ssran_edge.baseline import fit_baseline
-    from ssran_edge.model import RootPolySkipSSRAN
+    from ssran_edge.model import SKIP_BASELINE
 
     rng = np.random.default_rng(0)
-    msi = rng.uniform(0, 1, (12, 12, 3)).astype(np.float32)
-    hsi = rng.uniform(0, 1, (12, 12, 5)).astype(np.float32)
-    baseline = fit_baseline("rootpoly3", [msi], [hsi])
-    model = RootPolySkipSSRAN(3, 5).eval()
+    msi = rng.uniform(0, 1, (32, 32, 3)).astype(np.float32)  # enough pixels for 22 well-conditioned terms
+    hsi = rng.uniform(0, 1, (32, 32, 5)).astype(np.float32)
+    baseline = fit_baseline(SKIP_BASELINE[arch], [msi], [hsi])
+    model = build_model(arch, 3, 5).eval()
     model.init_linear(torch.from_numpy(baseline.weight.T.copy()), torch.from_numpy(baseline.bias))
     with torch.no_grad():
         out = model(torch.from_numpy(msi.transpose(2, 0, 1)[None].copy()))[0].permute(1, 2, 0).numpy()

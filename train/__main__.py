@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variable", help="variable name inside .mat/.npz cubes (protocol files)")
     p.add_argument("--recipe", default="paper", choices=sorted(RECIPES),
                    help="paper: the authors' settings; edge: the recipe of the shipped weights")
-    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip", "ssran_rootpoly_skip"],
-                   help="faithful SSRAN, or SSRAN + a least-squares linear / root-polynomial skip")
+    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip", "ssran_rootpoly_skip", "ssran_rootpoly4_skip"],
+                   help="faithful SSRAN, or SSRAN + a least-squares linear / root-polynomial (order 3 or 4) skip")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=float)
