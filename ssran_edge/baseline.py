@@ -78,8 +78,9 @@ class Baseline:
             raise DataError(f"{self.kind} baseline takes {self.in_bands} bands, got {msi.shape[-1]}")
         out = np.empty((*msi.shape[:-1], self.out_bands), np.float32)
         flat_in, flat_out = msi.reshape(-1, msi.shape[-1]), out.reshape(-1, self.out_bands)
-        for start in range(0, len(flat_in), 1 << 18):  # bounded memory on large scenes
-            block = features(flat_in[start: start + (1 << 18)], self.exponents)
+        step = _pixels_per_block(self.weight.shape[0])
+        for start in range(0, len(flat_in), step):
+            block = features(flat_in[start: start + step], self.exponents)
             flat_out[start: start + len(block)] = block @ self.weight + self.bias
         return out
 
@@ -93,6 +94,12 @@ class Baseline:
         return path
 
 
+def _pixels_per_block(terms: int) -> int:
+    """Pixels per block so that a block's float64 features stay ~32 MB: a 9-band camera's order-4
+    fit has ~700 terms, and a whole scene at once would need gigabytes."""
+    return max(1024, (1 << 22) // max(terms, 1))
+
+
 def fit_baseline(kind: str, msi_regions: list[np.ndarray], hsi_regions: list[np.ndarray],
                  intercept: bool = True, ridge: float = 1e-9) -> Baseline:
     """Least squares over every pixel of the regions (normal equations in float64). `ridge` (relative
@@ -104,13 +111,16 @@ def fit_baseline(kind: str, msi_regions: list[np.ndarray], hsi_regions: list[np.
     bands = msi_regions[0].shape[-1]
     exponents = None if kind == "linear" else root_polynomial_exponents(bands, int(kind[-1]), kind.startswith("root"))
     gram, cross = 0.0, 0.0
-    for msi, hsi in zip(msi_regions, hsi_regions, strict=True):  # normal equations, one region at a time
-        x = features(msi.reshape(-1, msi.shape[-1]), exponents)
-        if intercept:
-            x = np.hstack([x, np.ones((len(x), 1))])
-        y = hsi.reshape(-1, hsi.shape[-1]).astype(np.float64)
-        gram = gram + x.T @ x
-        cross = cross + x.T @ y
+    step = _pixels_per_block(len(exponents) if exponents is not None else bands)
+    for msi, hsi in zip(msi_regions, hsi_regions, strict=True):  # normal equations, a block of pixels at a time
+        flat_msi, flat_hsi = msi.reshape(-1, msi.shape[-1]), hsi.reshape(-1, hsi.shape[-1])
+        for start in range(0, len(flat_msi), step):
+            x = features(flat_msi[start: start + step], exponents)
+            if intercept:
+                x = np.hstack([x, np.ones((len(x), 1))])
+            y = flat_hsi[start: start + step].astype(np.float64)
+            gram = gram + x.T @ x
+            cross = cross + x.T @ y
     gram = gram + ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
     solution = np.linalg.solve(gram, cross)
     weight, bias = (solution[:-1], solution[-1]) if intercept else (solution, np.zeros(solution.shape[1]))

@@ -8,7 +8,7 @@
   ssran-edge run camera_stream        stream frames through the model (see ssran-edge run --help)
   ssran-edge bench [--smoke]          latency x accuracy of every backend and precision (benchmarks/report.py)
   ssran-edge evaluate --model M       test-split report for a model on its protocol, beside the simple
-                                      baselines (linear, root-polynomial 2 and 3) fitted on its training data
+                                      baselines (linear, root-polynomial 2-4) fitted on its training data
   ssran-edge info [MODEL]             the model card
 Expected bad input ends with one line on stderr and exit code 2, never a traceback.
 """

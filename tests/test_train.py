@@ -121,7 +121,8 @@ def test_train_resume_and_report(pavia, tmp_path):
 
     report = write_report(best, pavia)
     metrics = report["metrics"]
-    assert set(metrics) == {"ssran_tile", "ssran_whole", "ssran_patch4", "linear", "rootpoly2", "rootpoly3"}
+    assert set(metrics) == {"ssran_tile", "ssran_whole", "ssran_patch4", "linear", "rootpoly2", "rootpoly3",
+                            "rootpoly4"}
     assert metrics["linear"]["psnr"] > 30  # the floor on this crop is ~39 dB
     assert set(report["per_scene"]["rootpoly3"]) == {p.name for p in pavia.test}
     assert set(report["robustness"]["ssran_tile"]) == {"exposure x0.5", "exposure x2", "noise sigma 0.005",
