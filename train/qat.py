@@ -10,8 +10,9 @@ graph the export writes carries the ranges the weights were trained with.
 
 The input layer (its 1x1 conv), the attention's 1-D conv and the reconstruction head keep float
 weights, as in the export (`quantize.edge_nodes`, `quantize.eca_conv_nodes`); biases stay float (the
-export's int32 biases round at ~1e-7). The points below mirror the export's QDQ placement by hand:
-tests/test_qat.py holds the two together (the simulation must match ONNX Runtime's INT8 graph).
+export's int32 bias grid is the input's step times the weight's, far below the activations' step).
+The points below mirror the export's QDQ placement by hand: tests/test_qat.py holds the two
+together (the simulation must match ONNX Runtime's INT8 graph).
 """
 
 from __future__ import annotations
