@@ -140,15 +140,13 @@ def _onnx(path: Path, backend: str, device: str, threads: int, why: str) -> Sele
 
 def _openvino(path: Path, device: str, threads: int, why: str) -> Selection:
     runner = OpenVinoRunner(path, device, threads=threads)
-    tile = runner.card.inference.tile if runner.card else 256
-    return Selection(runner, runner.name, why, runner.card, tile)
+    return Selection(runner, runner.name, why, runner.card, runner.tile)
 
 
 def _ort(path: Path, device: str, threads: int, why: str) -> Selection:
     provider = "cuda" if device.startswith("cuda") or (not device and _ort_has_cuda()) else "cpu"
     runner = OrtRunner(path, provider, threads)
-    tile = runner.card.inference.tile if runner.card else 256
-    return Selection(runner, f"ort-{provider}", why, runner.card, tile)
+    return Selection(runner, f"ort-{provider}", why, runner.card, runner.tile)
 
 
 def measured_cpu_backend(path: Path, threads: int = 0) -> dict | None:
@@ -196,8 +194,7 @@ def measured_cpu_backend(path: Path, threads: int = 0) -> dict | None:
 
 
 def _ms_per_tile(runner: Runner, tiles: int, repeats: int = 3) -> float:
-    size = runner.card.inference.tile if runner.card else 256
-    x = np.random.default_rng(0).random((tiles, runner.in_bands, size, size), dtype=np.float32)
+    x = np.random.default_rng(0).random((tiles, runner.in_bands, runner.tile, runner.tile), dtype=np.float32)
     runner.infer(x)  # warm-up: first-call allocations and kernel choices
     times = []
     for _ in range(repeats):

@@ -38,6 +38,11 @@ class Runner:
         self.active = False
         self.calls, self.inference_seconds = 0, 0.0  # running totals: bounded on an endless stream
 
+    @property
+    def tile(self) -> int:
+        """The tile size the model was chosen at (its card); 256 for an ONNX from another tool."""
+        return self.card.inference.tile if self.card else 256
+
     def activate(self) -> Runner:
         if not self.active:
             self.activate_impl()
