@@ -102,9 +102,8 @@ def make_config(protocol: str = "cave", recipe: str = "paper", **overrides) -> T
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     values = {**RECIPES[recipe]["*"], **RECIPES[recipe].get(protocol, {})}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("qat"):
-        if not values.get("init"):
-            raise ValueError("--qat fine-tunes trained weights for the INT8 export: give them with --init")
+    if values.get("qat") and not values.get("init"):
+        raise ValueError("--qat fine-tunes trained weights for the INT8 export: give them with --init")
     unknown = set(values) - TrainConfig.field_names()
     if unknown:
         raise ValueError(f"unknown training settings: {sorted(unknown)}")

@@ -73,7 +73,6 @@ class ExportQuantSim:
                        (f"blocks.{k}", block, False)]
             self.weight_convs += [block.spatial[0], block.spatial[2], block.spectral[0], block.spectral[2],
                                   block.fuse[0]]
-        self.points = points
         for name, module, reads_input in points:
             if reads_input:
                 self._handles.append(module.register_forward_pre_hook(
