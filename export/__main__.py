@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels, tile_size
 from ssran_edge.console import configure_logging
-from ssran_edge.data.patches import CALIBRATION_SAMPLES, CALIBRATION_TILE
+from ssran_edge.data.patches import DEFAULT_CALIBRATION, QAT_CALIBRATION
 from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
 from ssran_edge.extras import MissingExtra, require
 
 
@@ -38,14 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="protocol whose training data calibrates INT8 and whose validation split "
                                   "gates drift (default: the model's)")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
-    p.add_argument("--calib-samples", type=positive_int, default=CALIBRATION_SAMPLES, help="calibration tiles")
-    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
-    p.add_argument("--calib-tile", type=tile_pixels, default=CALIBRATION_TILE,
-                   help=f"calibration tile size, >= {MIN_TILE}")
+    calib = (f"{DEFAULT_CALIBRATION.method} on {DEFAULT_CALIBRATION.samples} tiles of {DEFAULT_CALIBRATION.tile} px; "
+             f"a --qat model: {QAT_CALIBRATION.method} on {QAT_CALIBRATION.samples}, as it was fine-tuned")
+    p.add_argument("--calib-samples", type=positive_int, default=0, help=f"calibration tiles (default: {calib})")
+    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="",
+                   help="how ONNX Runtime sets activation ranges")
+    p.add_argument("--calib-tile", type=tile_pixels, default=0, help=f"calibration tile size, >= {MIN_TILE}")
     p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB")
     p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
-    p.add_argument("--max-drop-fp16", type=float, default=0.05, help="dB of PSNR the FP16 artefacts may lose")
-    p.add_argument("--max-drop-int8", type=float, default=0.3, help="dB of PSNR the INT8 artefacts may lose")
+    p.add_argument("--max-drop-fp16", type=float, default=DEFAULT_MAX_DROP_DB["fp16"],
+                   help="dB of PSNR the FP16 artefacts may lose")
+    p.add_argument("--max-drop-int8", type=float, default=DEFAULT_MAX_DROP_DB["int8"],
+                   help="dB of PSNR the INT8 artefacts may lose")
     p.add_argument("--beside-weights", action="store_true",
                    help="only the fp32 ONNX, written beside the weights as <name>.onnx with their hash: how the "
                         "bundled models ship, so a runtime-only install runs them without torch")
@@ -65,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         from ssran_edge.assets import model_path
-        from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
         from ssran_edge.export.pipeline import ExportOptions, run_export
 
         weights = model_path(args.weights)

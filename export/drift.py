@@ -11,7 +11,8 @@ from ssran_edge.data.protocols import Pair
 from ssran_edge.metrics import psnr, sam
 from ssran_edge.tiling import InferFn, run_tiled
 
-DEFAULT_MAX_DROP_DB = {"fp32": 0.01, "fp16": 0.05, "int8": 0.3}
+# dB of PSNR on the validation split an artefact may lose against the fp32 PyTorch model.
+DEFAULT_MAX_DROP_DB = {"fp32": 0.01, "fp16": 0.05, "int8": 0.1}
 
 
 @dataclass

@@ -10,14 +10,14 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ssran_edge import __version__
 from ssran_edge.atomic import WriterLock, atomic_path, sha256_file, write_json
 from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import load_model
-from ssran_edge.data.patches import CALIBRATION_SAMPLES, CALIBRATION_TILE
+from ssran_edge.data.patches import DEFAULT_CALIBRATION, QAT_CALIBRATION, Calibration
 from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
 from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.export import drift as drift_gate
@@ -50,9 +50,9 @@ class ExportOptions:
     halo: int = 8
     data: str = ""  # protocol name; default: the model card's
     data_root: str = ""
-    calib_samples: int = CALIBRATION_SAMPLES
-    calib_method: str = "minmax"
-    calib_tile: int = CALIBRATION_TILE
+    calib_samples: int = 0  # 0 / "": the model's calibration (default_calibration)
+    calib_method: str = ""
+    calib_tile: int = 0
     workspace: float = 4.0  # GiB, TensorRT builder
     device: str = "cpu"  # cpu, cuda:N or dla:N (TensorRT target)
     max_drop_db: dict[str, float] = field(default_factory=lambda: dict(drift_gate.DEFAULT_MAX_DROP_DB))
@@ -69,8 +69,17 @@ def check_options(opts: ExportOptions) -> None:
         raise ExportError("--engine builds FP16/INT8 TensorRT engines: add --fp16 and/or --int8")
     if not (opts.device == "cpu" or opts.device.startswith(("cuda", "dla"))):
         raise ExportError(f"--device {opts.device!r}: use cpu, cuda:N or dla:N")
-    if opts.batch < 1 or opts.calib_samples < 1 or opts.imgsz < 0:
+    if opts.batch < 1 or opts.calib_samples < 0 or opts.imgsz < 0:
         raise ExportError("--batch, --calib-samples must be >= 1 and --imgsz >= 0")
+
+
+def default_calibration(card: ModelCard) -> Calibration:
+    """A quantization-aware card is calibrated as it was fine-tuned (min/max); any other by percentile."""
+    return QAT_CALIBRATION if card.training.get("qat") else DEFAULT_CALIBRATION
+
+
+def calibration_of(opts: ExportOptions) -> Calibration:
+    return Calibration(opts.calib_method, opts.calib_samples, opts.calib_tile)
 
 
 def validation_data(card: ModelCard, opts: ExportOptions) -> ProtocolData:
@@ -102,11 +111,13 @@ def run_export(opts: ExportOptions) -> dict:
     model, card = load_model(opts.weights)
     tile = opts.imgsz or card.inference.tile
     data = validation_data(card, opts)
-    calibration = (opts.calib_method, opts.calib_samples, opts.calib_tile)
-    if opts.int8 and card.training.get("qat") and calibration != ("minmax", CALIBRATION_SAMPLES, CALIBRATION_TILE):
-        log.warning("%s was fine-tuned through the default calibration (minmax, %d tiles of %d px); "
+    default = default_calibration(card)
+    opts = replace(opts, calib_method=opts.calib_method or default.method,
+                   calib_samples=opts.calib_samples or default.samples, calib_tile=opts.calib_tile or default.tile)
+    if opts.int8 and card.training.get("qat") and calibration_of(opts) != QAT_CALIBRATION:
+        log.warning("%s was fine-tuned through min/max calibration on %d tiles of %d px; "
                     "--calib-method/--calib-samples/--calib-tile give it ranges it was not trained with",
-                    opts.weights, CALIBRATION_SAMPLES, CALIBRATION_TILE)
+                    opts.weights, QAT_CALIBRATION.samples, QAT_CALIBRATION.tile)
     val: list[Pair] = data.val[: opts.drift_regions] if opts.drift_regions else data.val
     engine_wanted = opts.engine or opts.device.startswith(("cuda", "dla"))
     trt_ok, trt_reason = False, "not requested"

@@ -12,7 +12,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ssran_edge.data.patches import CALIBRATION_SAMPLES, CALIBRATION_TILE, calibration_tiles
+from ssran_edge.data.patches import calibration_tiles
 from ssran_edge.data.protocols import Pair
 from ssran_edge.errors import DataError
 from ssran_edge.export.fuse import nhwc_residual_adds
@@ -21,24 +21,39 @@ from ssran_edge.export.onnx_export import ort_optimize, save_onnx, set_metadata,
 log = logging.getLogger("ssran_edge.export")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
+# Tiles per calibration pass. ONNX Runtime keeps every calibrated tensor of a pass in memory (~50 MB a
+# 64 px tile for a width-64 model), so 256 tiles at once would need ~13 GB; passes of 16 keep it under
+# 1 GB. Min/max ranges merge exactly across passes; a histogram grows its bins to fit (ORT's "strided" mode).
+CALIBRATION_CHUNK = 16
 
 
 class TileCalibrationReader(CalibrationDataReader):
     """ONNX Runtime's feed of `calibration_tiles`: random tiles of real MSI (N=1 each), drawn
-    reproducibly from the training regions."""
+    reproducibly from the training regions. `set_range` lets ONNX Runtime collect in chunks."""
 
-    def __init__(self, pairs: list[Pair], in_bands: int, samples: int = CALIBRATION_SAMPLES,
-                 tile: int = CALIBRATION_TILE, seed: int = 0, input_name: str = "msi"):
+    def __init__(self, pairs: list[Pair], in_bands: int, samples: int, tile: int, seed: int = 0,
+                 input_name: str = "msi"):
         self.tiles = calibration_tiles(pairs, in_bands, samples, tile, seed)
         self.input_name = input_name
         self._iter = iter(self.tiles)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
 
     def get_next(self):
         tile = next(self._iter, None)
         return None if tile is None else {self.input_name: tile}
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iter = iter(self.tiles[start_index:end_index])
+
     def rewind(self) -> None:
         self._iter = iter(self.tiles)
+
+
+def chunk_size(samples: int, most: int = CALIBRATION_CHUNK) -> int:
+    """The largest divisor of `samples` not above `most` (ONNX Runtime's chunks must divide the set)."""
+    return max(d for d in range(1, min(most, samples) + 1) if samples % d == 0)
 
 
 def eca_conv_nodes(model: onnx.ModelProto) -> list[str]:
@@ -87,7 +102,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, reader: TileCalibrationReader
         quantize_static(str(prepped), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=METHODS[method], nodes_to_exclude=exclude,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                       "CalibStridedMinMax": chunk_size(len(reader))})
     return {"calibration_method": method, "calibration_samples": len(reader.tiles),
             "calibration_tile": int(reader.tiles[0].shape[-1]), "float_nodes": exclude,
             "activation_type": "uint8", "weight_type": "int8 per-channel"}

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
+from ssran_edge.data.protocols import Pair
 from ssran_edge.runtime.loaders import read_metadata
 from tests.conftest import REPO
 
@@ -41,7 +42,8 @@ def test_artefacts_checked_and_carry_metadata(exported):
         assert "ssran_edge.version" in meta and "ssran_edge.test_metrics" in meta
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
     int8 = read_metadata(out / "model_int8.onnx")
-    assert int8["ssran_edge.calibration_method"] == "minmax" and int8["ssran_edge.calibration_samples"] == 8
+    # the default method for a model not fine-tuned through the rounding; --calib-samples as given
+    assert int8["ssran_edge.calibration_method"] == "percentile" and int8["ssran_edge.calibration_samples"] == 8
     ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     cpu = onnx.load(str(out / "model_cpu.onnx")).graph.node
@@ -90,6 +92,37 @@ def test_drift_report_and_manifest(exported):
     assert {a["file"] for a in manifest["artefacts"]} == files
     assert "| model_fp16.onnx | fp16 |" in (out / "drift.md").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_default_calibration_follows_the_card():
+    """A QAT card is calibrated the way it was fine-tuned (min/max, which the simulation reproduces);
+    any other by percentile, the one that keeps the bundled CAVE model within the 0.1 dB gate."""
+    import dataclasses
+
+    from ssran_edge.assets import MODELS
+    from ssran_edge.card import ModelCard
+    from ssran_edge.data.patches import DEFAULT_CALIBRATION, QAT_CALIBRATION
+    from ssran_edge.export.pipeline import default_calibration
+
+    card = ModelCard.read(MODELS["cave"])
+    assert default_calibration(card) == DEFAULT_CALIBRATION == ("percentile", 256, 64)
+    qat = dataclasses.replace(card, training={**card.training, "qat": True})
+    assert default_calibration(qat) == QAT_CALIBRATION == ("minmax", 64, 64)
+
+
+def test_calibration_runs_in_chunks_that_divide_the_set():
+    """ONNX Runtime holds every calibrated tensor of a pass in memory: 256 tiles in one pass peaked at
+    15 GB here, passes of 16 at 1.7 GB. Its strided mode needs chunks that divide the set."""
+    from ssran_edge.export.quantize import CALIBRATION_CHUNK, TileCalibrationReader, chunk_size
+
+    assert [chunk_size(n) for n in (256, 64, 24, 17, 8, 1)] == [16, 16, 12, 1, 8, 1]
+    assert all(chunk_size(n) <= CALIBRATION_CHUNK for n in range(1, 300))
+    region = Pair(np.random.default_rng(0).random((40, 40, 3), np.float32), np.zeros((40, 40, 2), np.float32))
+    reader = TileCalibrationReader([region], 3, 6, 16)
+    assert len(reader) == 6
+    reader.set_range(2, 4)
+    fed = [reader.get_next() for _ in range(3)]
+    assert fed[0]["msi"] is reader.tiles[2] and fed[1]["msi"] is reader.tiles[3] and fed[2] is None
 
 
 def test_failing_gate_leaves_no_artefact_under_its_name(tmp_path):

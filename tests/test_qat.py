@@ -9,7 +9,7 @@ import torch
 
 from ssran_edge.assets import MODELS
 from ssran_edge.checkpoint import load_model
-from ssran_edge.data.patches import calibration_tiles
+from ssran_edge.data.patches import QAT_CALIBRATION, calibration_tiles
 from ssran_edge.data.protocols import load_protocol, protocol_of_card
 from ssran_edge.metrics import psnr
 from ssran_edge.train.config import make_config
@@ -24,7 +24,8 @@ TINY = dict(epochs=1, batch_size=8, patch_size=8, patches_per_epoch=24, width=8,
 
 def test_simulation_is_the_int8_export_number_for_number(tmp_path, shared_data):
     """The same weights, calibration tiles and crop: ONNX Runtime's INT8 graph and the simulation agree
-    to float rounding (> 80 dB), while both are ~28 dB from the float model (the rounding is real)."""
+    to float rounding (> 80 dB), while both are ~28 dB from the float model (the rounding is real).
+    The export calibrates 32 tiles in two passes of 16, the simulation in one: min/max ranges merge exactly."""
     from ssran_edge.export.onnx_export import export_weights
     from ssran_edge.export.quantize import TileCalibrationReader, quantize_int8
     from ssran_edge.runtime.runners import OrtRunner
@@ -33,12 +34,12 @@ def test_simulation_is_the_int8_export_number_for_number(tmp_path, shared_data):
     model, card = load_model(MODELS["cave_ssran"])
     data = protocol_of_card(card, shared_data)
     export_weights(MODELS["cave_ssran"], tmp_path / "model.onnx")
-    quantize_int8(tmp_path / "model.onnx", tmp_path / "int8.onnx", TileCalibrationReader(data.train, 3, 16))
+    quantize_int8(tmp_path / "model.onnx", tmp_path / "int8.onnx", TileCalibrationReader(data.train, 3, 32, 64))
     crop = np.ascontiguousarray(data.val[0].msi[:96, :96].transpose(2, 0, 1))[None]
     with OrtRunner(tmp_path / "int8.onnx") as runner:
         exported = runner.infer(crop)
     sim = ExportQuantSim(model)
-    sim.calibrate(calibration_tiles(data.train, 3, 16))
+    sim.calibrate(calibration_tiles(data.train, 3, 32, 64))  # all at once
     model.eval()
     with torch.no_grad():
         float_out = model(torch.from_numpy(crop)).numpy()
@@ -63,7 +64,7 @@ def test_qat_fine_tune_scores_through_the_rounding_and_saves_float_weights(tmp_p
     config = make_config("pavia", "edge", **TINY)
     assert history[0]["val_psnr"] == pytest.approx(evaluate_psnr(start_model, pavia.val, "tile", config), abs=1e-6)
     sim = ExportQuantSim(start_model)
-    sim.calibrate(calibration_tiles(pavia.train, pavia.in_bands))
+    sim.calibrate(calibration_tiles(pavia.train, pavia.in_bands, QAT_CALIBRATION.samples, QAT_CALIBRATION.tile))
     sim.enable()
     expected_int8 = evaluate_psnr(start_model, pavia.val, "tile", config)
     sim.remove()

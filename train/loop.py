@@ -157,10 +157,10 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     if config.qat:
         if world.distributed:
             raise SSRANEdgeError("--qat runs in one process (a short fine-tune): start it without torchrun")
-        from ssran_edge.data.patches import calibration_tiles
+        from ssran_edge.data.patches import QAT_CALIBRATION, calibration_tiles
         from ssran_edge.train.qat import ExportQuantSim
 
-        calibration = calibration_tiles(data.train, data.in_bands)
+        calibration = calibration_tiles(data.train, data.in_bands, QAT_CALIBRATION.samples, QAT_CALIBRATION.tile)
         sim = ExportQuantSim(model)  # rounds what is trained
         sim_evaluated = sim if evaluated is model else ExportQuantSim(evaluated)  # rounds what is saved
 
