@@ -496,16 +496,21 @@ class WindowedSceneSource(Source):
         self.path, self.window, self.halo = Path(path), int(window), int(halo)
         self.name = str(self.path)
         self._scene: np.ndarray | None = None
+        self._size = (0, 0)  # scene height, width
         self._origins: list[tuple[int, int]] = []
         self._position = 0
         _require_file(self.path)
+
+    def _plan(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        self._origins = [(r, c) for r in range(0, height, self.window) for c in range(0, width, self.window)]
 
     def open(self) -> None:
         if self._scene is not None:
             return
         self._scene, self.wavelengths = _open_scene(self.path)
         height, width, self.bands = self._scene.shape
-        self._origins = [(r, c) for r in range(0, height, self.window) for c in range(0, width, self.window)]
+        self._plan(height, width)
         log.info("%s: %dx%dx%d scene in %d windows of %d (+%d halo)", self.name, height, width, self.bands,
                  len(self._origins), self.window, self.halo)
 
@@ -516,25 +521,30 @@ class WindowedSceneSource(Source):
 
     def read(self) -> Frame | None:
         self.open()
-        assert self._scene is not None
         if self._position >= len(self._origins):
             return None
-        height, width, _ = self._scene.shape
+        height, width = self._size
         r, c = self._origins[self._position]
         r_end, c_end = min(r + self.window, height), min(c + self.window, width)
         row0, col0 = max(r - self.halo, 0), max(c - self.halo, 0)
         row1, col1 = min(r_end + self.halo, height), min(c_end + self.halo, width)
-        label = f"{self.path} window {self._position} (rows {row0}:{row1}, cols {col0}:{col1})"
-        try:  # the copy reads just this window from disk
-            data = check_cube(np.array(self._scene[row0:row1, col0:col1], dtype=np.float32), label)
-            release_pages(self._scene)  # keep memory bounded by the window, not the scene
+        try:
+            data, meta = self._read_window(row0, row1, col0, col1)
         except SSRANEdgeError as exc:
             raise SourceError(_one_line(exc)) from None
         frame = Frame(self._position, data, time.monotonic(), region=(row0, col0, height, width),
                       core=(r - row0, r_end - row0, c - col0, c_end - col0),
-                      meta={"window": self._position, "windows": len(self._origins)})
+                      meta={"window": self._position, "windows": len(self._origins), **meta})
         self._position += 1
         return frame
+
+    def _read_window(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, dict]:
+        """The pixels of rows row0:row1, cols col0:col1 as float32, and what else the Frame's meta carries."""
+        assert self._scene is not None
+        label = f"{self.path} window {self._position} (rows {row0}:{row1}, cols {col0}:{col1})"
+        data = check_cube(np.array(self._scene[row0:row1, col0:col1], dtype=np.float32), label)  # reads just this
+        release_pages(self._scene)  # keep memory bounded by the window, not the scene
+        return data, {}
 
     def close(self) -> None:
         self._scene = None  # drops the memmap (and its file handle)
@@ -577,32 +587,14 @@ class RasterSource(WindowedSceneSource):
             bh, bw = raster.block_shape
             self.window = max(bh * max(1, round(RASTER_WINDOW / bh)) if bh <= RASTER_WINDOW else RASTER_WINDOW,
                               bw * max(1, round(RASTER_WINDOW / bw)) if bw <= RASTER_WINDOW else RASTER_WINDOW)
-        self._origins = [(r, c) for r in range(0, raster.height, self.window)
-                         for c in range(0, raster.width, self.window)]
+        self._plan(raster.height, raster.width)
         log.info("%s: %dx%dx%d raster (%s, blocks %dx%d) in %d windows of %d (+%d halo)", self.name, raster.height,
                  raster.width, raster.bands, raster.geo.driver, *raster.block_shape, len(self._origins), self.window,
                  self.halo)
 
-    def read(self) -> Frame | None:
-        self.open()
-        raster = self._raster
-        if self._position >= len(self._origins):
-            return None
-        height, width = raster.height, raster.width
-        r, c = self._origins[self._position]
-        r_end, c_end = min(r + self.window, height), min(c + self.window, width)
-        row0, col0 = max(r - self.halo, 0), max(c - self.halo, 0)
-        row1, col1 = min(r_end + self.halo, height), min(c_end + self.halo, width)
-        try:
-            data, valid = raster.read(row0, row1, col0, col1)
-        except SSRANEdgeError as exc:
-            raise SourceError(_one_line(exc)) from None
-        frame = Frame(self._position, data, time.monotonic(), region=(row0, col0, height, width),
-                      core=(r - row0, r_end - row0, c - col0, c_end - col0),
-                      meta={"window": self._position, "windows": len(self._origins),
-                            **({"valid": valid} if not valid.all() else {})})
-        self._position += 1
-        return frame
+    def _read_window(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, dict]:
+        data, valid = self._raster.read(row0, row1, col0, col1)
+        return data, ({"valid": valid} if not valid.all() else {})
 
     def close(self) -> None:
         if self._raster is not None:
