@@ -25,6 +25,10 @@ from ssran_edge.tiling import MIN_TILE
 FORMAT = "ssran-edge"
 PREFIX = "ssran_edge."  # of the ONNX metadata_props and engine sidecar keys
 MODES = ("tile", "patch")
+# The architectures ssran_edge.model builds, by the name a card records (torch-free: a CLI lists them
+# before it imports torch), and the least-squares baseline each skip variant starts from.
+ARCHITECTURE_NAMES = ("ssran", "ssran_linear_skip", "ssran_rootpoly_skip", "ssran_rootpoly4_skip")
+SKIP_BASELINE = {"ssran_linear_skip": "linear", "ssran_rootpoly_skip": "rootpoly3", "ssran_rootpoly4_skip": "rootpoly4"}
 
 
 @dataclass

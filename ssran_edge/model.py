@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ssran_edge.baseline import EPS, root_polynomial_exponents
+from ssran_edge.card import ARCHITECTURE_NAMES
 
 
 class ECA(nn.Module):
@@ -139,10 +140,8 @@ class RootPolySkipSSRAN(LinearSkipSSRAN):
         return torch.exp(nn.functional.conv2d(torch.log(msi.clamp_min(EPS)), self.exponents))
 
 
-ARCHITECTURES = {"ssran": SSRAN, "ssran_linear_skip": LinearSkipSSRAN, "ssran_rootpoly_skip": RootPolySkipSSRAN,
-                 "ssran_rootpoly4_skip": functools.partial(RootPolySkipSSRAN, order=4)}
-# The least-squares baseline each skip variant starts from (ssran_edge.baseline kinds).
-SKIP_BASELINE = {"ssran_linear_skip": "linear", "ssran_rootpoly_skip": "rootpoly3", "ssran_rootpoly4_skip": "rootpoly4"}
+ARCHITECTURES = dict(zip(ARCHITECTURE_NAMES, (SSRAN, LinearSkipSSRAN, RootPolySkipSSRAN,
+                                               functools.partial(RootPolySkipSSRAN, order=4)), strict=True))
 
 
 def build_model(arch: str, in_bands: int, out_bands: int, **kwargs) -> nn.Module:

@@ -73,7 +73,7 @@ def test_linear_skip_variant_starts_at_the_linear_map():
 @pytest.mark.parametrize("arch", ["ssran_rootpoly_skip", "ssran_rootpoly4_skip"])
 def test_root_polynomial_skip_starts_at_the_fitted_baseline(arch):
     from ssran_edge.baseline import fit_baseline
-    from ssran_edge.model import SKIP_BASELINE
+    from ssran_edge.card import SKIP_BASELINE
 
     rng = np.random.default_rng(0)
     msi = rng.uniform(0, 1, (32, 32, 3)).astype(np.float32)  # enough pixels for 22 well-conditioned terms

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels
+from ssran_edge.card import ARCHITECTURE_NAMES
 from ssran_edge.console import configure_logging
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.extras import MissingExtra, require
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variable", help="variable name inside .mat/.npz cubes (protocol files)")
     p.add_argument("--recipe", default="paper", choices=sorted(RECIPES),
                    help="paper: the authors' settings; edge: the recipe of the shipped weights")
-    p.add_argument("--arch", choices=["ssran", "ssran_linear_skip", "ssran_rootpoly_skip", "ssran_rootpoly4_skip"],
+    p.add_argument("--arch", choices=ARCHITECTURE_NAMES,
                    help="faithful SSRAN, or SSRAN + a least-squares linear / root-polynomial (order 3 or 4) skip")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)

@@ -14,13 +14,13 @@ from tqdm import tqdm
 
 from ssran_edge.atomic import write_json
 from ssran_edge.baseline import fit_baseline
-from ssran_edge.card import Inference, ModelCard
+from ssran_edge.card import SKIP_BASELINE, Inference, ModelCard
 from ssran_edge.checkpoint import load_training_state, save_model, save_training_state
 from ssran_edge.data.patches import gather_patches, mix, patch_origins, photometric
 from ssran_edge.data.protocols import ProtocolData, load_protocol
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
-from ssran_edge.model import SKIP_BASELINE, build_model, count_parameters
+from ssran_edge.model import build_model, count_parameters
 from ssran_edge.tiling import predict
 from ssran_edge.train.config import TrainConfig
 from ssran_edge.train.distributed import SINGLE_PROCESS, World, collective, sum_over_ranks
