@@ -22,7 +22,7 @@ log = logging.getLogger("ssran_edge.export")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
 # Tiles per calibration pass. ONNX Runtime keeps every calibrated tensor of a pass in memory (~50 MB a
-# 64 px tile for a width-64 model): the bundled CAVE model's export peaked at 15.3 GB with 256 tiles in
+# 64 px tile for a width-64 model): quantizing the bundled CAVE model peaked at 15.3 GB with 256 tiles in
 # one pass, 1.7 GB in passes of 16. Min/max ranges merge exactly across passes; a histogram grows its
 # bins to fit (ORT's "strided" mode, named for min/max but used by every calibrator).
 CALIBRATION_CHUNK = 16
