@@ -19,6 +19,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-stream-size", type=int, default=512, help="frame size of the end-to-end stream cases")
     g.addoption("--bench-stream-frames", type=int, default=6)
     g.addoption("--bench-threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = cores)")
+    g.addoption("--bench-quick-export", action="store_true", help="export with min/max calibration (the smoke)")
 
 
 def _csv(config: pytest.Config, name: str) -> list[str]:
@@ -31,7 +32,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = []
         for name in _csv(config, "--bench-configs"):
             try:
-                export_dir = suite.ensure_export(name, Path(config.getoption("--bench-exports")))
+                export_dir = suite.ensure_export(name, Path(config.getoption("--bench-exports")),
+                                                 quick=config.getoption("--bench-quick-export"))
             except SSRANEdgeError as exc:  # e.g. pavia without the data sets: its frames and validation split
                 params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=f"{name}: {exc}")))
                 continue

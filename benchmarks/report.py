@@ -187,6 +187,8 @@ def run_suite(args: argparse.Namespace, json_path: Path) -> int:
                f"--bench-precisions={args.precisions}", f"--bench-exports={args.exports}",
                f"--bench-stream-size={args.stream_size}", f"--bench-stream-frames={args.stream_frames}",
                f"--bench-threads={args.threads}", "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
+    if args.smoke:
+        options.append("--bench-quick-export")
     if not args.no_save:
         options += ["--benchmark-autosave", f"--benchmark-storage=file://{Path(args.history).resolve()}"]
     return int(pytest.main(options))
