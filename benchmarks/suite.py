@@ -26,6 +26,7 @@ import numpy as np
 from ssran_edge.atomic import sha256_file
 from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import load_model
+from ssran_edge.data.patches import Calibration
 from ssran_edge.errors import DataError
 from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner
 from ssran_edge.tiling import run_tiled
@@ -77,13 +78,14 @@ def flops_per_pixel(config: str) -> float:
 
 # The smoke's export: min/max calibration on 64 tiles takes 2 s where the default (percentile on 256)
 # takes ~66 s on 2 cores; the smoke measures latency, so it takes the quick ranges and the gate they pass.
-QUICK_EXPORT = {"calib_method": "minmax", "calib_samples": 64, "max_drop_int8": 0.3}
+QUICK_CALIBRATION = Calibration("minmax", 64, 64)
+QUICK_MAX_DROP_INT8 = 0.3
 
 
 def ensure_export(config: str, root: Path, quick: bool = False) -> Path:
     """The config's export folder (fp32, fp16, int8), built with `python -m export` (its defaults, or
-    QUICK_EXPORT's calibration) unless one made from these exact weights with that calibration is already
-    there. An artefact that fails its drift gate is simply absent."""
+    QUICK_CALIBRATION) unless one made from these exact weights with that calibration is already there.
+    An artefact that fails its drift gate is simply absent."""
     from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
     from ssran_edge.export.onnx_export import ExportError
     from ssran_edge.export.pipeline import ExportOptions, default_calibration, run_export
@@ -91,20 +93,21 @@ def ensure_export(config: str, root: Path, quick: bool = False) -> Path:
     weights = weights_of(config)
     out = root / (config if weights.parent.name == "models" else weights.stem)
     manifest = out / "manifest.json"
-    default = default_calibration(ModelCard.read(weights))
-    method, samples = ((QUICK_EXPORT["calib_method"], QUICK_EXPORT["calib_samples"]) if quick
-                       else (default.method, default.samples))
+    calibration = QUICK_CALIBRATION if quick else default_calibration(ModelCard.read(weights))
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         options = m["options"]
         if (m.get("source_sha256") == sha256_file(weights) and options.get("int8") and options.get("fp16")
-                and (options.get("calib_method"), options.get("calib_samples")) == (method, samples)):
+                and (options.get("calib_method"), options.get("calib_samples"), options.get("calib_tile"))
+                == calibration):
             return out
-    log.info("exporting %s to %s (fp32, fp16, int8 calibrated by %s on %d tiles)", config, out, method, samples)
-    gate = {**DEFAULT_MAX_DROP_DB, **({"int8": QUICK_EXPORT["max_drop_int8"]} if quick else {})}
+    log.info("exporting %s to %s (fp32, fp16, int8 calibrated by %s on %d tiles)", config, out,
+             calibration.method, calibration.samples)
+    gate = {**DEFAULT_MAX_DROP_DB, **({"int8": QUICK_MAX_DROP_INT8} if quick else {})}
     try:
         run_export(ExportOptions(weights=weights, output=out, fp16=True, int8=True, max_drop_db=gate,
-                                 calib_method=method, calib_samples=samples))
+                                 calib_method=calibration.method, calib_samples=calibration.samples,
+                                 calib_tile=calibration.tile))
     except ExportError as exc:
         if not manifest.is_file():
             raise
