@@ -21,6 +21,9 @@ def test_cave_splits_whole_scenes_never_mixed(shared_data):
     assert sizes["superballs"] == (512, 512)
     for pair in data.train + data.val + data.test:
         assert pair.msi.shape[:2] == pair.hsi.shape[:2] and pair.msi.shape[2] == 3 and pair.hsi.shape[2] == 31
+    # the camera matrix the MSI was simulated with, for augmentations that re-simulate it
+    assert data.camera.shape == (3, 31)
+    np.testing.assert_allclose(np.tensordot(data.val[0].hsi, data.camera.T, axes=1), data.val[0].msi, atol=1e-6)
 
 
 def test_binned_training_scenes_all_have_the_extra_scenes_scale(shared_data):

@@ -250,3 +250,25 @@ def test_mixup_keeps_the_camera_model_exact():
     assert 2 <= changed.size <= 14  # about half of the batch
     untouched = np.setdiff1d(np.arange(16), changed)
     np.testing.assert_array_equal(hsi[untouched], hsi0[untouched])
+
+
+def test_relight_changes_spectra_smoothly_and_keeps_the_camera_model_exact():
+    from ssran_edge.data.patches import relight
+
+    rng = np.random.default_rng(0)
+    srf = rng.uniform(0, 1, (3, 31)).astype(np.float32)
+    hsi0 = rng.uniform(0.1, 1, (8, 31, 4, 4)).astype(np.float32)
+    msi0 = np.einsum("cb,nbhw->nchw", srf, hsi0)
+    msi, hsi = relight(msi0.copy(), hsi0.copy(), np.random.default_rng(1), 0.3, srf)
+    np.testing.assert_allclose(msi, np.einsum("cb,nbhw->nchw", srf, hsi), rtol=1e-5, atol=1e-6)
+    curve = hsi / hsi0  # one curve per patch, the same at every pixel
+    np.testing.assert_allclose(curve, curve[:, :, :1, :1].repeat(4, 2).repeat(4, 3), rtol=1e-5)
+    curve = curve[:, :, 0, 0]
+    np.testing.assert_allclose(curve.mean(axis=1), 1, rtol=1e-5)  # a colour change, not an exposure
+    assert curve.min() > np.exp(-0.6) and curve.max() < np.exp(0.6)
+    assert np.abs(curve - 1).max() > 0.05  # it did change the spectra
+    assert np.abs(np.diff(curve, 2, axis=1)).max() < 0.01  # smooth over the bands
+    off_rng = np.random.default_rng(2)
+    same = relight(msi0.copy(), hsi0.copy(), off_rng, 0.0, None)
+    np.testing.assert_array_equal(same[1], hsi0)
+    assert off_rng.integers(1 << 30) == np.random.default_rng(2).integers(1 << 30)  # off: no draws

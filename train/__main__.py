@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale MSI and HSI together by a log-uniform factor in [LO, HI]")
     p.add_argument("--noise-read", type=float, help="max read-noise sigma added to the MSI (a random level per patch)")
     p.add_argument("--noise-shot", type=float, help="max shot-noise gain (variance = gain * signal)")
+    p.add_argument("--illuminant", type=float,
+                   help="spectral augmentation strength: spectra times a random smooth curve, the MSI "
+                        "re-simulated (e.g. 0.3; simulated protocols only)")
     p.add_argument("--mixup", type=float, help="share of patches blended with another patch (MSI and HSI alike)")
     p.add_argument("--ema", type=float, help="decay of a moving average of the weights (e.g. 0.999; 0 = off)")
     p.add_argument("--train-skip", action=argparse.BooleanOptionalAction, default=None,

@@ -30,6 +30,9 @@ class TrainConfig:
     exposure: list[float] = field(default_factory=list)
     noise_read: float = 0.0
     noise_shot: float = 0.0
+    # Spectral augmentation: each patch's spectra times a smooth curve exp(a x + b (x^2 - 1/3)),
+    # a, b ~ U(-illuminant, illuminant), the MSI re-simulated (simulated protocols only).
+    illuminant: float = 0.0
     mixup: float = 0.0  # share of patches blended with another of the batch (MSI and HSI alike)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); validation,
     #                   the best weights and the report use the average

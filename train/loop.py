@@ -16,7 +16,7 @@ from ssran_edge.atomic import write_json
 from ssran_edge.baseline import fit_baseline
 from ssran_edge.card import SKIP_BASELINE, Inference, ModelCard
 from ssran_edge.checkpoint import load_training_state, save_model, save_training_state
-from ssran_edge.data.patches import gather_patches, mix, patch_origins, photometric
+from ssran_edge.data.patches import gather_patches, mix, patch_origins, photometric, relight
 from ssran_edge.data.protocols import ProtocolData, load_protocol
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
@@ -116,6 +116,9 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     state_file = out / "checkpoint.pt"
     resumed = load_training_state(state_file) if resume else None  # fails before anything is written
     data = data or load_protocol(config.protocol, config.data_root or None, **config.data_kwargs())
+    if config.illuminant > 0 and data.camera is None:
+        raise SSRANEdgeError(f"--illuminant re-simulates the MSI through the camera's SRF; protocol "
+                             f"{data.name} pairs real sensors ({data.srf}) and has none")
     torch.manual_seed(config.seed)
     model = build_model(config.arch, data.in_bands, data.out_bands, width=config.width,
                         num_blocks=config.num_blocks, eca_kernel=config.eca_kernel).to(config.device)
@@ -209,6 +212,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
             msi, hsi = gather_patches(data.train, chosen[i: i + config.batch_size], config.patch_size,
                                       rng if config.augment else None)
             msi, hsi = mix(msi, hsi, rng, config.mixup)
+            msi, hsi = relight(msi, hsi, rng, config.illuminant, data.camera)
             msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot)
             batch, mine = len(msi), world.share(len(msi))
             if batch < world.size:  # an epoch's last, partial batch smaller than the world: dropped by

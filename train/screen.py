@@ -38,6 +38,7 @@ LEVERS: dict[str, dict] = {
     "faithful": dict(arch="ssran"),
     "weight-decay": dict(weight_decay=1e-4),
     "mixup": dict(mixup=0.5),
+    "illuminant": dict(illuminant=0.3),
 }
 BASE = dict(arch="ssran_rootpoly_skip")
 

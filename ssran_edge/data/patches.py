@@ -77,6 +77,28 @@ def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, expo
     return msi, hsi
 
 
+def relight(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, strength: float,
+            camera: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral ("illuminant") augmentation of NCHW patches: each patch's spectra are multiplied by a
+    smooth positive curve s(x) = exp(a x + b (x^2 - 1/3)), x from -1 to 1 over the bands, a, b ~
+    U(-strength, strength), normalised to mean 1, and its MSI re-simulated through the camera matrix
+    (MSI = HSI . D^T). A reflectance seen under another light, or a material of a slightly other
+    colour: spectra the training scenes do not hold, with an exact MSI."""
+    if strength <= 0:  # off: no random draws, so a run without it keeps its random stream
+        return msi, hsi
+    if camera is None:
+        raise DataError("spectral augmentation re-simulates the MSI: it needs the camera matrix of a "
+                        "simulated protocol (a real sensor pair has none)")
+    n, bands = hsi.shape[:2]
+    x = np.linspace(-1, 1, bands)
+    a, b = rng.uniform(-strength, strength, (2, n, 1))
+    curve = np.exp(a * x + b * (x ** 2 - 1 / 3))
+    curve = (curve / curve.mean(axis=1, keepdims=True)).astype(np.float32)
+    hsi *= curve[:, :, None, None]
+    msi[:] = np.einsum("mb,nbhw->nmhw", camera.astype(np.float32), hsi, optimize=True)
+    return msi, hsi
+
+
 def mix(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, share: float) -> tuple[np.ndarray, np.ndarray]:
     """Mixup of NCHW patches within a batch: a `share` of them become a * patch + (1 - a) * another,
     a ~ U(0, 1), MSI and HSI alike. The camera is linear (MSI = HSI . D^T), so the pair stays exact: a

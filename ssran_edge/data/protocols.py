@@ -45,6 +45,9 @@ class ProtocolData:
     wavelengths: list[float] | None
     srf: str  # bundled SRF name, or a description of the real sensor pair
     msi_band_names: list[str] = field(default_factory=list)
+    # The camera matrix D (msi_bands, hsi_bands) where the MSI is simulated (MSI = HSI . D^T); None for
+    # a real sensor pair. Augmentations that change a spectrum re-simulate its MSI through it.
+    camera: np.ndarray | None = None
 
     @property
     def in_bands(self) -> int:
@@ -124,10 +127,11 @@ def load_pavia(root: Path) -> ProtocolData:
     folder = _require(root / "pavia_university")
     hsi = read_mat(folder / "paviaU_subimg_50x50x103.mat", "paviaU_subimg").data / 8000.0  # PaviaU DN full scale
     srf = load_srf("D_103")
-    msi = simulate_msi(hsi, srf.matrix_for(None, hsi.shape[2]))
+    matrix = srf.matrix_for(None, hsi.shape[2])
+    msi = simulate_msi(hsi, matrix)
     wavelengths = read_wavelength_csv(folder / "wavelengths_nm.csv").tolist()
     train, val, test = _split_columns(msi, hsi, 25, 4, "pavia")
-    return ProtocolData("pavia", train, val, test, wavelengths, "D_103", srf.band_names)
+    return ProtocolData("pavia", train, val, test, wavelengths, "D_103", srf.band_names, matrix)
 
 
 def _cave_cube(root: Path, scene: str):
@@ -165,7 +169,7 @@ def load_cave(root: Path, train_resolution: str = "native") -> ProtocolData:
     from ssran_edge.data.readers import CAVE_WAVELENGTHS
 
     return ProtocolData("cave", splits["train"], splits["val"], splits["test"], CAVE_WAVELENGTHS.tolist(),
-                        "nikon_d700", srf.band_names)
+                        "nikon_d700", srf.band_names, matrix)
 
 
 def load_cave7(root: Path, scenes: list[str] | None = None) -> ProtocolData:
@@ -188,7 +192,7 @@ def load_cave7(root: Path, scenes: list[str] | None = None) -> ProtocolData:
             val.append(Pair(msi[cut:], cube.data[cut:], f"{scene}[{cut}:]"))
     from ssran_edge.data.readers import CAVE_WAVELENGTHS
 
-    return ProtocolData("cave7", train, val, test, CAVE_WAVELENGTHS.tolist(), "nikon_d700", srf.band_names)
+    return ProtocolData("cave7", train, val, test, CAVE_WAVELENGTHS.tolist(), "nikon_d700", srf.band_names, matrix)
 
 
 def load_files(train_files: list[str], test_files: list[str], srf: str, variable: str | None = None,
@@ -203,7 +207,7 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
     if both:
         raise DataError(f"{both[0]}: given as a training and a test file; the test cubes must be held out")
     sensor = load_srf(srf)
-    train, val, test, wavelengths, bands = [], [], [], None, None
+    train, val, test, wavelengths, bands, matrices = [], [], [], None, None, []
     for path in [*train_files, *test_files]:
         cube = read_cube(path, variable)
         if cube.valid is not None:  # a patch across nodata would teach the network fill values
@@ -213,7 +217,8 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
             raise DataError(f"{path}: {cube.bands} bands, the other cubes have {bands}")
         bands = cube.bands
         wavelengths = wavelengths if cube.wavelengths is None else cube.wavelengths.tolist()
-        msi = simulate_msi(cube.data, sensor.matrix_for(cube.wavelengths, cube.bands))
+        matrices.append(sensor.matrix_for(cube.wavelengths, cube.bands))
+        msi = simulate_msi(cube.data, matrices[-1])
         if path in test_files:
             test.append(Pair(msi, cube.data, str(path)))
             continue
@@ -222,7 +227,9 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
             raise DataError(f"{path}: {cube.data.shape[0]} rows are too few to hold out validation rows")
         train.append(Pair(msi[:cut], cube.data[:cut], f"{path}[:{cut}]"))
         val.append(Pair(msi[cut:], cube.data[cut:], f"{path}[{cut}:]"))
-    return ProtocolData("files", train, val, test, wavelengths, srf, sensor.band_names)
+    # One camera matrix when every cube saw the same one (cubes of different wavelength grids do not).
+    camera = matrices[0] if all(np.array_equal(m, matrices[0]) for m in matrices) else None
+    return ProtocolData("files", train, val, test, wavelengths, srf, sensor.band_names, camera)
 
 
 PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave, "cave7": load_cave7}
