@@ -86,8 +86,8 @@ def ensure_export(config: str, root: Path, quick: bool = False) -> Path:
     """The config's export folder (fp32, fp16, int8), built with `python -m export` (its defaults, or
     QUICK_CALIBRATION) unless one made from these exact weights with that calibration is already there.
     An artefact that fails its drift gate is simply absent."""
+    from ssran_edge.errors import ExportError
     from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
-    from ssran_edge.export.onnx_export import ExportError
     from ssran_edge.export.pipeline import ExportOptions, default_calibration, run_export
 
     weights = weights_of(config)

@@ -24,11 +24,12 @@ import numpy as np
 
 from ssran_edge.atomic import sha256_file, write_json
 from ssran_edge.card import PREFIX, ModelCard
+from ssran_edge.errors import RunnerError
 from ssran_edge.extras import require
 from ssran_edge.io import cache_dir
 from ssran_edge.runtime.engines import read_sidecar
 from ssran_edge.runtime.loaders import read_metadata
-from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, RunnerError, TorchRunner, TrtRunner
+from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner, TrtRunner
 
 log = logging.getLogger("ssran_edge.runtime")
 BACKENDS = ("auto", "trt", "ort", "openvino", "torch")

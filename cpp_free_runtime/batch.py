@@ -22,7 +22,7 @@ from typing import Any
 
 from ssran_edge.atomic import sha256_file
 from ssran_edge.data.readers import RASTER_SUFFIXES
-from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.errors import DataError, SSRANEdgeError, one_line
 
 log = logging.getLogger("ssran_edge.runtime")
 MANIFEST = "manifest.jsonl"
@@ -80,9 +80,9 @@ def reconstruct_scene(scene: str, output: str, model: str = "", backend: str = "
             sink.unlock()
         record.update(status="done", sha256=sha256_file(output))
     except SSRANEdgeError as exc:
-        record.update(status="failed", error=" ".join(str(exc).split()))
+        record.update(status="failed", error=one_line(exc))
     except Exception as exc:  # noqa: BLE001 - a library's own error on a damaged scene, still one line
-        record.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+        record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}")
     record["seconds"] = round(time.perf_counter() - started, 3)
     return record
 
@@ -166,7 +166,7 @@ def run_batch(scenes: list[Path], folder: Path, *, model: str = "", backend: str
                     record = future.result()
                 except Exception as exc:  # noqa: BLE001 - the task itself failed (its workers kept dying)
                     record = {"source": str(futures[future]), "output": str(output_for(futures[future], folder)),
-                              "status": "failed", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+                              "status": "failed", "error": f"{type(exc).__name__}: {one_line(exc)}"}
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()
                 records.append(record)

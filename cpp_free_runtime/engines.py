@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssran_edge.runtime.loaders import ArtefactError
+from ssran_edge.errors import EngineError, one_line
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -24,17 +24,6 @@ REBUILD = "rebuild it with python -m export"
 
 log = logging.getLogger("ssran_edge.runtime")
 
-
-class EngineError(ArtefactError):
-    """An engine that cannot be built or loaded here: no TensorRT/GPU, foreign or corrupt engine, bad ONNX."""
-
-
-def _one_line(obj: Any) -> str:
-    return " ".join(str(obj).split())
-
-
-def _reason(exc: BaseException) -> str:
-    return _one_line(exc) or type(exc).__name__
 
 
 
@@ -57,7 +46,7 @@ def _trt_logger(trt_mod: Any) -> Any:
 
             def log(self, severity: Any, msg: str) -> None:
                 if severity in (trt_mod.ILogger.INTERNAL_ERROR, trt_mod.ILogger.ERROR):
-                    self.errors = [*self.errors[-9:], _one_line(msg)]
+                    self.errors = [*self.errors[-9:], one_line(msg)]
                     log.error("TensorRT: %s", msg)
                 elif severity == trt_mod.ILogger.WARNING:
                     log.warning("TensorRT: %s", msg)
@@ -85,7 +74,7 @@ def _gpu() -> tuple[str, tuple[int, int]]:
         except EngineError:
             raise
         except Exception as exc:  # pycuda raises its own driver errors when there is no driver or device
-            raise EngineError(f"no CUDA GPU visible ({_reason(exc)})") from None
+            raise EngineError(f"no CUDA GPU visible ({one_line(exc)})") from None
 
     try:
         try:
@@ -101,7 +90,7 @@ def _gpu() -> tuple[str, tuple[int, int]]:
             if err == ok and count > 0:
                 err, prop = cudart.cudaGetDeviceProperties(0)
         except Exception as exc:  # e.g. libcudart cannot be loaded
-            raise EngineError(f"no CUDA GPU visible ({_reason(exc)})") from None
+            raise EngineError(f"no CUDA GPU visible ({one_line(exc)})") from None
         if err != ok or count < 1:
             raise EngineError("no CUDA GPU visible" + ("" if err == ok else f" ({err})"))
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
@@ -123,12 +112,12 @@ def _probe() -> dict[str, Any]:
     try:
         import tensorrt as trt_mod
     except Exception as exc:  # ImportError, or OSError when libnvinfer is missing/broken
-        raise EngineError(_reason(exc)) from None
+        raise EngineError(one_line(exc)) from None
     name, (major, minor) = _gpu()
     try:  # a runtime that cannot start here (driver too old, GPU unsupported) means no engine can run
         dla_cores = int(trt_mod.Runtime(_trt_logger(trt_mod)).num_DLA_cores)
     except Exception as exc:
-        raise EngineError(f"TensorRT {trt_mod.__version__} cannot start on {name} ({_reason(exc)})") from None
+        raise EngineError(f"TensorRT {trt_mod.__version__} cannot start on {name} ({one_line(exc)})") from None
     return {"tensorrt": str(trt_mod.__version__), "gpu": name, "compute_capability": f"{major}.{minor}",
             "dla_cores": dla_cores}
 
@@ -140,7 +129,7 @@ def tensorrt_status() -> tuple[bool, str]:
     except EngineError as exc:
         return False, str(exc)
     except Exception as exc:  # anything unexpected from a driver binding is still just "not available"
-        return False, _reason(exc)
+        return False, one_line(exc)
     return True, f"TensorRT {info['tensorrt']} on {info['gpu']} ({_sm(info['compute_capability'])})"
 
 
@@ -179,7 +168,7 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     try:
         sidecar = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EngineError(f"corrupt sidecar {path} ({_reason(exc)}); {REBUILD}") from None
+        raise EngineError(f"corrupt sidecar {path} ({one_line(exc)}); {REBUILD}") from None
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
         raise EngineError(f"corrupt sidecar {path}: not an {FORMAT} sidecar; {REBUILD}")
     missing = [k for k in SIDECAR_KEYS if k not in sidecar]

@@ -8,16 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from ssran_edge.errors import SSRANEdgeError
-
-
-class SourceError(SSRANEdgeError):
-    """A source that cannot be opened, or that failed and did not come back within its retries."""
-
-
-class SinkError(SSRANEdgeError):
-    """An output that cannot be written (unwritable folder, full disk, wrong shape)."""
-
 
 @dataclass
 class Frame:

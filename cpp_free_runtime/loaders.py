@@ -14,14 +14,11 @@ from typing import Any
 import onnx
 
 from ssran_edge.card import ModelCard
-from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.errors import ArtefactError
 from ssran_edge.io import special_file
 
 log = logging.getLogger("ssran_edge.runtime")
 
-
-class ArtefactError(SSRANEdgeError):
-    """An ONNX file or engine that cannot be loaded: missing, corrupt, unsafe or not ours."""
 
 
 def _graph_tensors(graph: onnx.GraphProto):

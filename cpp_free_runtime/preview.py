@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.atomic import atomic_path
+from ssran_edge.errors import SinkError
 from ssran_edge.extras import require
-from ssran_edge.runtime.frames import Frame, SinkError
+from ssran_edge.runtime.frames import Frame
 from ssran_edge.runtime.sinks import io_errors
 
 

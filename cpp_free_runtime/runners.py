@@ -15,16 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.card import ModelCard
-from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.errors import DataError, RunnerError
 from ssran_edge.io import cache_dir
 from ssran_edge.runtime.engines import load_engine, read_sidecar
 from ssran_edge.runtime.loaders import ort_session, read_card
 
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
-
-class RunnerError(SSRANEdgeError):
-    """A backend that cannot run here or cannot load its artefact."""
 
 
 class Runner:

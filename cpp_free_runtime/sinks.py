@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from ssran_edge.atomic import WriterLock, atomic_path
+from ssran_edge.errors import SinkError
 from ssran_edge.extras import require
 from ssran_edge.io import pwrite_array, write_array
-from ssran_edge.runtime.frames import Frame, Sink, SinkError
+from ssran_edge.runtime.frames import Frame, Sink
 
 log = logging.getLogger("ssran_edge.runtime")
 

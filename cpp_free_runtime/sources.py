@@ -31,9 +31,9 @@ from ssran_edge.data.readers import (
     envi_wavelengths,
     read_cube,
 )
-from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.errors import SourceError, SSRANEdgeError, one_line
 from ssran_edge.io import special_file
-from ssran_edge.runtime.frames import Frame, Source, SourceError, release_pages
+from ssran_edge.runtime.frames import Frame, Source, release_pages
 
 log = logging.getLogger("ssran_edge.runtime")
 
@@ -48,10 +48,6 @@ ACCEPTED_FORMS = ("camera_stream (bundled demo scene as a simulated camera), cam
                   "replay:<cube> (a hyperspectral cube through --srf), a folder of frames, "
                   "a video file (.mp4 .avi .mkv .mov), an MSI file (.npy .npz .mat, ENVI .hdr/.img), "
                   "a GDAL raster (.tif .jp2 .vrt: GeoTIFF, COG, Sentinel-2; the [geo] extra)")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _redact(spec: str) -> str:
@@ -98,7 +94,7 @@ def _read_cube(path: Path, variable: str | None = None) -> Cube:
     try:
         return read_cube(path, variable)
     except SSRANEdgeError as exc:
-        raise SourceError(_one_line(exc)) from None
+        raise SourceError(one_line(exc)) from None
 
 
 @contextmanager
@@ -344,7 +340,7 @@ def read_image_frame(path: Path) -> np.ndarray:
     try:
         return check_cube(scaled, str(path))
     except SSRANEdgeError as exc:
-        raise SourceError(_one_line(exc)) from None
+        raise SourceError(one_line(exc)) from None
 
 
 class FolderSource(Source):
@@ -463,9 +459,9 @@ def _open_scene(path: Path) -> tuple[np.ndarray, list[float] | None]:
     except SourceError:
         raise
     except SSRANEdgeError as exc:
-        raise SourceError(_one_line(exc)) from None
+        raise SourceError(one_line(exc)) from None
     except Exception as exc:  # numpy/spectral raise many types for bad headers and truncated files
-        raise SourceError(f"{path}: cannot memory-map scene ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise SourceError(f"{path}: cannot memory-map scene ({type(exc).__name__}: {one_line(exc)})") from None
     if scene.ndim == 2:
         scene = scene[:, :, None]
     if scene.ndim != 3 or min(scene.shape) == 0 or scene.dtype.kind not in "fiub":
@@ -531,7 +527,7 @@ class WindowedSceneSource(Source):
         try:
             data, meta = self._read_window(row0, row1, col0, col1)
         except SSRANEdgeError as exc:
-            raise SourceError(_one_line(exc)) from None
+            raise SourceError(one_line(exc)) from None
         frame = Frame(self._position, data, time.monotonic(), region=(row0, col0, height, width),
                       core=(r - row0, r_end - row0, c - col0, c_end - col0),
                       meta={"window": self._position, "windows": len(self._origins), **meta})
@@ -579,7 +575,7 @@ class RasterSource(WindowedSceneSource):
         try:
             self._raster = open_raster(self.path, **self._options)
         except SSRANEdgeError as exc:
-            raise SourceError(_one_line(exc)) from None
+            raise SourceError(one_line(exc)) from None
         raster = self._raster
         self.bands, self.geo = raster.bands, raster.geo
         self.wavelengths = None if raster.wavelengths is None else [float(w) for w in raster.wavelengths]
@@ -625,7 +621,7 @@ class ReplaySource(Source):
         try:
             self.srf: SRF = srf if isinstance(srf, SRF) else load_srf(srf or "nikon_d700")
         except SSRANEdgeError as exc:
-            raise SourceError(_one_line(exc)) from None
+            raise SourceError(one_line(exc)) from None
         if self.cube_path is not None and not self.cube_path.exists():
             raise SourceError(f"replay: {self.cube_path}: no such file or folder")
         self.name = f"replay:{self.cube_path or 'demo'}@{self.srf.name}"
@@ -652,7 +648,7 @@ class ReplaySource(Source):
             matrix = self.srf.matrix_for(cube.wavelengths, cube.bands)
             self._msi = simulate_msi(cube.data, matrix)
         except SSRANEdgeError as exc:
-            raise SourceError(f"replay {self.cube_path or 'demo'}: {_one_line(exc)}") from None
+            raise SourceError(f"replay {self.cube_path or 'demo'}: {one_line(exc)}") from None
         self._reference = cube.data
         self.hsi_wavelengths = _wavelength_list(cube)
 

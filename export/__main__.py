@@ -15,9 +15,9 @@ from pathlib import Path
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels, tile_size
 from ssran_edge.console import configure_logging
 from ssran_edge.data.patches import DEFAULT_CALIBRATION, QAT_CALIBRATION
-from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.errors import DriftGateError, MissingExtra, SSRANEdgeError, one_line
 from ssran_edge.export.drift import DEFAULT_MAX_DROP_DB
-from ssran_edge.extras import MissingExtra, require
+from ssran_edge.extras import require
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             max_drop_db={**DEFAULT_MAX_DROP_DB, "fp16": args.max_drop_fp16, "int8": args.max_drop_int8})
         manifest = run_export(opts)
     except SSRANEdgeError as exc:
-        if "accuracy-drift gate failed" in str(exc):
+        if isinstance(exc, DriftGateError):
             print((output / "drift.md").read_text())  # the table says by how much
-        print(f"python -m export: error: {exc}", file=sys.stderr)
+        print(f"python -m export: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("python -m export: interrupted; nothing half-written", file=sys.stderr)

@@ -18,7 +18,6 @@ import onnx
 import torch
 
 from ssran_edge.atomic import atomic_path, sha256_file
-from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.export.fuse import deploy_form, global_average_pools
 from ssran_edge.io import cache_dir
 
@@ -26,9 +25,6 @@ log = logging.getLogger("ssran_edge.export")
 INPUT, OUTPUT = "msi", "hsi"
 OPSET = 20
 
-
-class ExportError(SSRANEdgeError):
-    """An export that cannot be produced or does not pass its checks."""
 
 
 def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.ModelProto:

@@ -19,16 +19,9 @@ from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import load_model
 from ssran_edge.data.patches import DEFAULT_CALIBRATION, QAT_CALIBRATION, Calibration
 from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
-from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.errors import DataError, DriftGateError, ExportError, SSRANEdgeError
 from ssran_edge.export import drift as drift_gate
-from ssran_edge.export.onnx_export import (
-    ExportError,
-    convert_fp16,
-    export_fp32,
-    ort_optimize,
-    save_onnx,
-    set_metadata,
-)
+from ssran_edge.export.onnx_export import convert_fp16, export_fp32, ort_optimize, save_onnx, set_metadata
 from ssran_edge.runtime.engines import sidecar_path
 from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner, TrtRunner
 
@@ -147,7 +140,7 @@ def run_export(opts: ExportOptions) -> dict:
         lock.release()
     failed = [d["artefact"] for d in manifest["drift"] if not d["passed"]]
     if failed:
-        raise ExportError(f"accuracy-drift gate failed for {', '.join(failed)} (see {opts.output / 'drift.md'}); "
+        raise DriftGateError(f"accuracy-drift gate failed for {', '.join(failed)} (see {opts.output / 'drift.md'}); "
                           "those artefacts were not written")
     return manifest
 

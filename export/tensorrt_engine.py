@@ -19,15 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ssran_edge.atomic import atomic_path, sha256_file, write_json
-from ssran_edge.runtime.engines import (
-    FORMAT,
-    EngineError,
-    _one_line,
-    _reason,
-    _trt_logger,
-    platform_info,
-    sidecar_path,
-)
+from ssran_edge.errors import EngineError, one_line
+from ssran_edge.runtime.engines import FORMAT, _trt_logger, platform_info, sidecar_path
 
 INPUT = "msi"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -102,7 +95,7 @@ class Profile:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Profile:
         if not isinstance(obj, dict) or any(k not in obj for k in ("min", "opt", "max")):
-            raise EngineError(f"not an optimization profile: {_one_line(obj)[:200]}")
+            raise EngineError(f"not an optimization profile: {one_line(obj)[:200]}")
         return cls(obj["min"], obj["opt"], obj["max"], obj.get("in_bands"))
 
 
@@ -119,12 +112,13 @@ def _read_onnx(onnx_path: Path) -> Any:
     outside its folder, which the TensorRT parser would otherwise read."""
     import onnx
 
-    from ssran_edge.runtime.loaders import ArtefactError, check_external_data
+    from ssran_edge.errors import ArtefactError
+    from ssran_edge.runtime.loaders import check_external_data
 
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError on a truncated or foreign file
-        raise EngineError(f"{onnx_path}: not a readable ONNX model ({_reason(exc)[:200]})") from None
+        raise EngineError(f"{onnx_path}: not a readable ONNX model ({one_line(exc)[:200]})") from None
     try:
         check_external_data(model, onnx_path)
     except ArtefactError as exc:
@@ -173,7 +167,7 @@ def _timing_cache(config: Any, path: Path | None) -> Any:
     try:
         cache = config.create_timing_cache(blob)
     except Exception as exc:
-        log.warning("timing cache %s unreadable (%s); starting a new one", path, _reason(exc))
+        log.warning("timing cache %s unreadable (%s); starting a new one", path, one_line(exc))
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         if blob:
             log.warning("timing cache %s is from another GPU or TensorRT version; starting a new one", path)
@@ -206,7 +200,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     # path lets the parser find external weights stored beside the model.
     if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
         first = parser.get_error(0) if parser.num_errors else (logger.errors[-1:] or ["unknown error"])[0]
-        raise EngineError(f"TensorRT cannot parse {onnx_path.name}: {_one_line(first)}")
+        raise EngineError(f"TensorRT cannot parse {onnx_path.name}: {one_line(first)}")
 
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i).name for i in range(network.num_outputs)]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssran_edge.errors import DataError
+from ssran_edge.errors import DataError, one_line
 
 KINDS = ("linear", "rootpoly2", "rootpoly3", "rootpoly4", "poly2", "poly3")
 EPS = 1e-6  # the floor under log(x): dark and slightly negative (noisy) pixels give terms of ~0
@@ -132,7 +132,7 @@ def load_baseline(path: str | Path) -> Baseline:
         with np.load(path, allow_pickle=False) as f:
             kind, weight, bias, exponents = str(f["kind"]), f["weight"], f["bias"], f["exponents"]
     except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not a saved baseline ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: not a saved baseline ({one_line(exc)})") from None
     if kind not in KINDS:
         raise DataError(f"{path}: unknown baseline kind {kind!r}")
     return Baseline(kind, weight, bias, None if exponents.size == 0 else exponents)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ssran_edge import __version__
 from ssran_edge.atomic import write_json
-from ssran_edge.errors import CheckpointError
+from ssran_edge.errors import CheckpointError, one_line
 from ssran_edge.tiling import MIN_TILE
 
 FORMAT = "ssran-edge"
@@ -99,7 +99,7 @@ class ModelCard:
         try:
             obj = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path}: corrupt model card ({' '.join(str(exc).split())})") from None
+            raise CheckpointError(f"{path}: corrupt model card ({one_line(exc)})") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an ssran-edge model card")
         card = cls.from_dict(obj, str(path))

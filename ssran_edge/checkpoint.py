@@ -16,7 +16,7 @@ import torch
 
 from ssran_edge.atomic import atomic_path
 from ssran_edge.card import FORMAT, ModelCard
-from ssran_edge.errors import CheckpointError
+from ssran_edge.errors import CheckpointError, one_line
 from ssran_edge.model import build_model
 
 
@@ -99,5 +99,5 @@ def _load_failure(exc: BaseException) -> str:
     """One line on why torch.load / safetensors refused a file; a pickle payload is named as such."""
     if isinstance(exc, pickle.UnpicklingError):  # weights_only met something other than tensors
         return "pickle payload refused by weights_only: Python objects besides tensors"
-    reason = " ".join(str(exc).split()) or type(exc).__name__
+    reason = one_line(exc) or type(exc).__name__
     return reason[:200]

@@ -28,8 +28,8 @@ from pathlib import Path
 from ssran_edge.arguments import MIN_TILE, OneLineParser, tile_size, worker_resources
 from ssran_edge.console import configure_logging
 from ssran_edge.data.readers import RASTER_SUFFIXES
-from ssran_edge.errors import DataError, SSRANEdgeError
-from ssran_edge.extras import MissingExtra, require
+from ssran_edge.errors import DataError, MissingExtra, SSRANEdgeError, one_line
+from ssran_edge.extras import require
 from ssran_edge.geo import OUTPUT_SUFFIXES, add_raster_arguments, is_geotiff_output, raster_options
 
 
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssran-edge: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:  # an input too large for this machine, past the readers' own size checks
-        print(f"ssran-edge: error: not enough memory for this input ({' '.join(str(exc).split())}); "
+        print(f"ssran-edge: error: not enough memory for this input ({one_line(exc)}); "
               "a large scene runs in windows: ssran-edge run SCENE --window 1024", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,11 @@
-"""One exception type for expected bad input; the CLI prints its message as one line and exits 2."""
+"""Every exception ssran-edge raises on purpose, and how one is shown.
+
+All derive from SSRANEdgeError: expected bad input or an environment that cannot do what was asked.
+The CLIs print `one_line(exc)` and exit 2, never a traceback; what they print is decided by the
+exception's type, never by its message text.
+"""
+
+from __future__ import annotations
 
 
 class SSRANEdgeError(Exception):
@@ -11,3 +18,46 @@ class DataError(SSRANEdgeError):
 
 class CheckpointError(SSRANEdgeError):
     """A weights file that is missing, corrupt, unsafe or not made by ssran-edge."""
+
+
+class MissingExtra(SSRANEdgeError):
+    """A command whose optional dependencies (a pip extra) are not installed."""
+
+
+class ArtefactError(SSRANEdgeError):
+    """An ONNX file or engine that cannot be loaded: missing, corrupt, unsafe or not ours."""
+
+
+class EngineError(ArtefactError):
+    """An engine that cannot be built or loaded here: no TensorRT/GPU, foreign or corrupt engine, bad ONNX."""
+
+
+class RunnerError(SSRANEdgeError):
+    """A backend that cannot run here or cannot load its artefact."""
+
+
+class SourceError(SSRANEdgeError):
+    """A source that cannot be opened, or that failed and did not come back within its retries."""
+
+
+class SinkError(SSRANEdgeError):
+    """An output that cannot be written (unwritable folder, full disk, wrong shape)."""
+
+
+class ExportError(SSRANEdgeError):
+    """An export that cannot be produced or does not pass its checks."""
+
+
+class DriftGateError(ExportError):
+    """Artefacts written but refused: they lose more accuracy than the gate allows (see drift.md)."""
+
+
+class RankLost(SSRANEdgeError):
+    """A distributed training job lost one of its ranks (killed, crashed or stopped by torchrun)."""
+
+
+def one_line(exc: BaseException | object) -> str:
+    """An exception (or any message) as one line: whitespace runs and newlines collapse to one space;
+    an empty message gives the exception's type name."""
+    text = " ".join(str(exc).split())
+    return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
-from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.errors import MissingExtra
 
 EXTRAS = {  # extra -> the modules it brings that the commands below import
     "train": ("torch", "safetensors"),
@@ -22,9 +22,6 @@ EXTRAS = {  # extra -> the modules it brings that the commands below import
     "trt": ("tensorrt", "pycuda"),
 }
 
-
-class MissingExtra(SSRANEdgeError):
-    """A command whose optional dependencies are not installed."""
 
 
 def missing(extra: str) -> list[str]:

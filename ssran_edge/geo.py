@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ssran_edge.atomic import atomic_path
-from ssran_edge.errors import DataError
+from ssran_edge.errors import DataError, one_line
 
 OUTPUT_SUFFIXES = (".tif", ".tiff")
 DTYPES = ("float32", "float16")
@@ -174,7 +174,7 @@ class Raster:
         try:
             raw = self._src.read(self.indexes, window=window, masked=True)
         except Exception as exc:  # rasterio's RasterioIOError and GDAL's CPLE_* for a damaged file
-            raise DataError(f"{self.path}: unreadable raster data ({' '.join(str(exc).split())})") from None
+            raise DataError(f"{self.path}: unreadable raster data ({one_line(exc)})") from None
         valid = ~np.ma.getmaskarray(raw).any(axis=0)
         data = np.ma.getdata(raw).astype(np.float64)
         data *= self.scales[:, None, None]
@@ -214,7 +214,7 @@ def open_raster(path: str | Path, bands: list[str] | None = None, scale: float |
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
     except RasterioIOError as exc:
-        raise DataError(f"{path}: not a readable raster ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: not a readable raster ({one_line(exc)})") from None
     try:
         indexes = _band_indexes(src, bands, path)
         kinds = {np.dtype(src.dtypes[i - 1]).kind for i in indexes}

@@ -35,10 +35,7 @@ import numpy as np
 import pytest
 
 from ssran_edge.assets import DEFAULT_MODEL
-from ssran_edge.errors import CheckpointError, DataError, SSRANEdgeError
-from ssran_edge.runtime.engines import EngineError
-from ssran_edge.runtime.frames import SourceError
-from ssran_edge.runtime.loaders import ArtefactError
+from ssran_edge.errors import ArtefactError, CheckpointError, DataError, EngineError, SourceError, SSRANEdgeError
 from ssran_edge.runtime.runners import OrtRunner
 from tests.conftest import REPO
 

@@ -32,7 +32,7 @@ import torch
 cv2 = pytest.importorskip("cv2")
 
 from ssran_edge.assets import MODELS, demo_scene  # noqa: E402
-from ssran_edge.runtime.frames import SourceError  # noqa: E402
+from ssran_edge.errors import SourceError  # noqa: E402
 from ssran_edge.runtime.pipeline import StreamPipeline  # noqa: E402
 from ssran_edge.runtime.runners import TorchRunner  # noqa: E402
 from ssran_edge.runtime.sinks import NpySink  # noqa: E402

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from ssran_edge.assets import MODELS
+from ssran_edge.errors import RunnerError
 from ssran_edge.metrics import psnr
 from ssran_edge.runtime.backends import measured_cpu_backend, select_runner
-from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, RunnerError
+from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner
 from ssran_edge.srf import load_srf, simulate_msi
 from ssran_edge.tiling import run_tiled
 from tests.conftest import REPO

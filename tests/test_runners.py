@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ssran_edge.assets import MODELS, demo_scene
-from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.errors import DataError, RunnerError, SSRANEdgeError
 from ssran_edge.export.onnx_export import export_fp32, save_onnx, set_metadata
-from ssran_edge.runtime.runners import OrtRunner, RunnerError, TorchRunner
+from ssran_edge.runtime.runners import OrtRunner, TorchRunner
 from ssran_edge.srf import load_srf, simulate_msi
 from ssran_edge.tiling import run_tiled
 

@@ -14,7 +14,8 @@ import pytest
 import spectral.io.envi as envi
 import zarr
 
-from ssran_edge.runtime.frames import Frame, SinkError
+from ssran_edge.errors import SinkError
+from ssran_edge.runtime.frames import Frame
 from ssran_edge.runtime.preview import Preview
 from ssran_edge.runtime.sinks import EnviSink, NpySink, ZarrSink, open_sink
 
@@ -219,7 +220,8 @@ FULL_DISK = textwrap.dedent("""
     import numpy as np
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail with EFBIG instead of being killed
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-    from ssran_edge.runtime.frames import Frame, SinkError
+    from ssran_edge.runtime.frames import Frame
+    from ssran_edge.errors import SinkError
     from ssran_edge.runtime.sinks import open_sink
     cube = np.random.default_rng(0).random((256, 256, 8), np.float32)  # 2 MiB, incompressible: over 1 MiB
     failed = 0

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.errors import EngineError, SSRANEdgeError
 from ssran_edge.export.tensorrt_engine import Profile, build_engine
 from ssran_edge.runtime.engines import (
-    EngineError,
     check_compatible,
     load_engine,
     platform_info,

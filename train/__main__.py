@@ -13,8 +13,8 @@ from pathlib import Path
 from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels
 from ssran_edge.card import ARCHITECTURE_NAMES
 from ssran_edge.console import configure_logging
-from ssran_edge.errors import SSRANEdgeError
-from ssran_edge.extras import MissingExtra, require
+from ssran_edge.errors import MissingExtra, SSRANEdgeError
+from ssran_edge.extras import require
 from ssran_edge.train.config import RECIPES, TrainConfig, make_config
 
 
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(args.verbose)
-    from ssran_edge.train.distributed import RankLost, join, leave, rank_device, world_from_environment
+    from ssran_edge.errors import RankLost
+    from ssran_edge.train.distributed import join, leave, rank_device, world_from_environment
 
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("protocol", "recipe", "resume", "no_report", "verbose") and v is not None}

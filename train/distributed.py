@@ -20,15 +20,12 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ssran_edge.errors import SSRANEdgeError
+from ssran_edge.errors import RankLost, SSRANEdgeError
 
 # How long a rank waits for the others at a collective: long enough for rank 0's validation and
 # checkpoint between epochs, short enough that a stuck (not dead) peer does not hold a node for hours.
 TIMEOUT = timedelta(minutes=10)
 
-
-class RankLost(SSRANEdgeError):
-    """The job lost one of its ranks (killed, crashed or stopped by torchrun)."""
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ssran_edge.errors import DataError
+from ssran_edge.errors import DataError, one_line
 from ssran_edge.io import special_file
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _size(n: int) -> str:
@@ -275,7 +271,7 @@ def envi_files(path: str | Path, read_whole: bool = True) -> tuple[Path, Path]:
     except KeyError as exc:
         raise DataError(f"{header}: ENVI header lacks or misstates {exc}") from None
     except Exception as exc:  # not an ENVI header, non-numeric fields...
-        raise DataError(f"{header}: unreadable ENVI header ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise DataError(f"{header}: unreadable ENVI header ({type(exc).__name__}: {one_line(exc)})") from None
     if path != header:
         data_file = path
     else:  # the data file beside the header, as spectral.io.envi.open looks for it
@@ -307,7 +303,7 @@ def read_envi(path: str | Path) -> Cube:
     except MemoryError:
         raise DataError(f"{path}: too large for this machine's memory") from None
     except Exception as exc:
-        raise DataError(f"{path}: unreadable ENVI file ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise DataError(f"{path}: unreadable ENVI file ({type(exc).__name__}: {one_line(exc)})") from None
     return Cube(check_cube(data, str(path)), envi_wavelengths(image.metadata, str(path)), str(path))
 
 
@@ -385,7 +381,7 @@ def read_numpy(path: str | Path, key: str | None = None) -> Cube:
     except MemoryError:
         raise DataError(f"{path}: an array in it is too large for this machine's memory") from None
     except Exception as exc:  # ValueError, OSError, EOFError, BadZipFile, SyntaxError (a mangled header)...
-        raise DataError(f"{path}: unreadable NumPy file ({_one_line(exc)})") from None
+        raise DataError(f"{path}: unreadable NumPy file ({one_line(exc)})") from None
     if key is None:
         cubes = [k for k, v in arrays.items() if v.ndim == 3]
         key = "cube" if "cube" in arrays else (cubes[0] if len(cubes) == 1 else None)
