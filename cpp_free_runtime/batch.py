@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ssran_edge.atomic import sha256_file
-from ssran_edge.data.readers import RASTER_SUFFIXES
+from ssran_edge.data.cube import RASTER_SUFFIXES
 from ssran_edge.errors import DataError, SSRANEdgeError, one_line
 
 log = logging.getLogger("ssran_edge.runtime")

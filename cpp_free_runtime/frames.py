@@ -4,9 +4,13 @@ sources and sinks implement."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ssran_edge.errors import SourceError
+from ssran_edge.io import special_file
 
 
 @dataclass
@@ -87,3 +91,11 @@ def release_pages(array: np.ndarray) -> None:
             return
     if array is not None and hasattr(mmap, "MADV_DONTNEED"):
         array._mmap.madvise(mmap.MADV_DONTNEED)
+
+
+def require_file(path: Path, name: str | None = None) -> None:
+    """A regular file, or one line: a FIFO or device would block the reader (or never end)."""
+    if kind := special_file(path):
+        raise SourceError(f"{name or path}: is {kind}, not a file")
+    if not path.is_file():
+        raise SourceError(f"{name or path}: no such file")

@@ -24,12 +24,11 @@ import numpy as np
 
 from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import DataError
-from ssran_edge.geo import fill_masked
 from ssran_edge.metrics import psnr, sam
 from ssran_edge.runtime.frames import Sink, Source
 from ssran_edge.runtime.runners import Runner
 from ssran_edge.runtime.stats import StreamStats
-from ssran_edge.tiling import iter_tiles, stitch, tile_windows
+from ssran_edge.tiling import fill_masked, iter_tiles, stitch, tile_windows
 
 log = logging.getLogger("ssran_edge.runtime")
 _DONE = object()  # end-of-stream marker passed down the queues

@@ -19,9 +19,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ssran_edge.arguments import MIN_TILE, non_negative_int, positive_int, tile_size
+from ssran_edge.arguments import (
+    MIN_TILE,
+    add_raster_arguments,
+    is_geotiff_output,
+    non_negative_int,
+    positive_int,
+    raster_options,
+    tile_size,
+)
 from ssran_edge.errors import DataError
-from ssran_edge.geo import add_raster_arguments, is_geotiff_output, raster_options
 
 log = logging.getLogger("ssran_edge.runtime")
 

@@ -1,6 +1,6 @@
-"""Frame sources for the stream pipeline: cameras and video (OpenCV), folders of frames, single MSI
-files, very large scenes read window by window, and hyperspectral cubes replayed through an SRF as a
-simulated camera. `open_source(spec)` picks one from a command-line string.
+"""Frame sources for the stream pipeline: folders of frames, single MSI files, very large scenes read
+window by window, GDAL rasters, and hyperspectral cubes replayed through an SRF as a simulated camera;
+cameras and video live in `capture.py`. `open_source(spec)` picks one from a command-line string.
 
 Band order: OpenCV delivers BGR(A); every source here hands out RGB(A) order (band 0 = red), the
 order of the bundled RGB SRFs (nikon_d700: R, G, B). Pixel values: 8/16-bit images and video are
@@ -10,21 +10,14 @@ scaled to [0, 1]; .npy/.npz/.mat/ENVI values pass through as stored (as `read_cu
 from __future__ import annotations
 
 import logging
-import os
-import re
-import sys
-import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ssran_edge.data.cube import RASTER_SUFFIXES, Cube, RasterOptions
 from ssran_edge.data.readers import (
-    RASTER_SUFFIXES,
-    Cube,
     check_cube,
     check_npy_header,
     envi_files,
@@ -32,57 +25,28 @@ from ssran_edge.data.readers import (
     read_cube,
 )
 from ssran_edge.errors import SourceError, SSRANEdgeError, one_line
-from ssran_edge.io import special_file
-from ssran_edge.runtime.frames import Frame, Source, release_pages
+from ssran_edge.runtime.capture import (
+    STREAM_SCHEMES,
+    VIDEO_EXTENSIONS,
+    VideoSource,
+    bgr_to_rgb,
+    integer_scale,
+    opencv,
+    redact,
+)
+from ssran_edge.runtime.frames import Frame, Source, release_pages, require_file
 
 log = logging.getLogger("ssran_edge.runtime")
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 CUBE_EXTENSIONS = (".npy", ".npz", ".mat")
 ENVI_EXTENSIONS = (".hdr", ".img")  # the header, or the data file beside it
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 LARGE_SCENE_BYTES = 512 * 2**20  # above this a single file is read in windows, never whole
 ACCEPTED_FORMS = ("camera_stream (bundled demo scene as a simulated camera), camera_stream:<device|url|file>, "
                   "a device index (0), rtsp://... or http://..., a GStreamer pipeline (contains '!'), "
                   "replay:<cube> (a hyperspectral cube through --srf), a folder of frames, "
                   "a video file (.mp4 .avi .mkv .mov), an MSI file (.npy .npz .mat, ENVI .hdr/.img), "
                   "a GDAL raster (.tif .jp2 .vrt: GeoTIFF, COG, Sentinel-2; the [geo] extra)")
-
-
-def _redact(spec: str) -> str:
-    """Drop user:password from stream URLs so they never reach logs or error messages."""
-    return re.sub(r"//[^/@\s]+@", "//***@", spec)
-
-
-def _int_scale(dtype: np.dtype) -> float:
-    """1/max for integer pixels (8-bit -> 1/255, 16-bit -> 1/65535); floats are taken as already scaled."""
-    if dtype.kind in "ui":
-        return 1.0 / float(np.iinfo(dtype).max)
-    return 1.0
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR/BGRA -> RGB/RGBA; grey -> (H, W, 1). Other channel counts are left alone."""
-    if image.ndim == 2:
-        return image[:, :, None]
-    if image.shape[2] in (3, 4):
-        order = [2, 1, 0] + ([3] if image.shape[2] == 4 else [])
-        return image[:, :, order]
-    return image
-
-
-def _cv2() -> Any:
-    """OpenCV, imported on first use: only video and image sources need it (opencv-python-headless).
-    FFmpeg's own log (a broken file, a refused RTSP connection) is silenced unless -v: our error says
-    what went wrong in one line."""
-    if not log.isEnabledFor(logging.DEBUG):
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg starts
-    try:
-        import cv2
-    except ImportError:
-        raise SourceError("video and PNG/TIFF sources need OpenCV: pip install opencv-python-headless") from None
-    return cv2
 
 
 def _wavelength_list(cube: Cube) -> list[float] | None:
@@ -97,226 +61,10 @@ def _read_cube(path: Path, variable: str | None = None) -> Cube:
         raise SourceError(one_line(exc)) from None
 
 
-@contextmanager
-def c_stderr_to_log():
-    """Whatever C code prints on stderr (fd 2) meanwhile goes to the debug log instead (shown with -v).
-    For short calls only, as opening a video file: fd 2 is the whole process's."""
-    if log.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines():
-                log.debug("%s", line)
-
-
-# --- cameras and video -----------------------------------------------------------------------------
-
-class _PendingRead:
-    """One cv2.VideoCapture.read() running in its own thread, so that a read that blocks (a stalled
-    camera, a dead link) can be given up on after a timeout instead of hanging the stream. A capture
-    whose read is still blocked cannot be released from another thread; `abandon()` hands the release
-    to the reading thread, which does it when (if ever) the read returns."""
-
-    def __init__(self, cap: Any) -> None:
-        self.cap = cap
-        self.done = threading.Event()
-        self.result: tuple[bool, Any] = (False, None)
-        self._lock = threading.Lock()
-        self._abandoned = False
-        threading.Thread(target=self._run, name="ssran-camera-read", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self.cap.read()
-        except Exception:  # noqa: BLE001 - cv2.error from a broken capture is a failed read
-            self.result = (False, None)
-        with self._lock:
-            self.done.set()
-            release = self._abandoned
-        if release:
-            self.cap.release()
-
-    def abandon(self) -> bool:
-        """Give up on this read. True: the reading thread will release the capture; False: the read
-        has already returned and the caller releases it."""
-        with self._lock:
-            if self.done.is_set():
-                return False
-            self._abandoned = True
-            return True
-
-
-class VideoSource(Source):
-    """A camera (device index), network stream (RTSP/HTTP), GStreamer pipeline or video file through
-    cv2.VideoCapture. Frames are RGB (OpenCV's BGR reversed) float32, integer pixels scaled to [0, 1]
-    (1/255 for 8-bit, 1/65535 for 16-bit, unless `scale` is given).
-
-    A live source that stops delivering is retried `retries` times with exponential backoff
-    (backoff, 2*backoff, ... capped at max_backoff seconds), re-opening the capture between tries when
-    `reconnect`; then SourceError. For a video file a failed read is the end of the stream.
-    `live=None` decides from the spec (device, URL, pipeline: live; file: not).
-
-    A live source's read that blocks longer than `read_timeout` seconds (a stalled camera) counts as a
-    failed read: retry, back off, reconnect as above (None: wait forever). `interrupt()` (the pipeline's
-    stop(), i.e. SIGINT/SIGTERM) cuts a blocked read or a backoff short: the stream then ends."""
-
-    def __init__(self, spec: int | str, *, retries: int = 5, backoff: float = 0.5, max_backoff: float = 8.0,
-                 reconnect: bool = True, scale: float | None = None, live: bool | None = None,
-                 read_timeout: float | None = 10.0) -> None:
-        if retries < 0 or backoff < 0 or max_backoff < 0:
-            raise SourceError(f"video source {spec}: retries and backoff must be >= 0")
-        if read_timeout is not None and not read_timeout > 0:
-            raise SourceError(f"video source {spec}: read timeout must be > 0 seconds, got {read_timeout}")
-        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
-        self.read_timeout = read_timeout
-        self.reconnect, self.scale = reconnect, scale
-        self.spec, self.api, auto_live, self.path = self._parse(spec)
-        self.live = auto_live if live is None else bool(live)
-        self.name = _redact(str(spec))
-        self._cap: Any = None
-        self._pending: _PendingRead | None = None  # a read still blocked in its thread (stalled camera)
-        self._interrupted = threading.Event()
-        self._index = 0
-        self._ended = False
-
-    @staticmethod
-    def _parse(spec: int | str) -> tuple[int | str, int, bool, Path | None]:
-        """-> (what VideoCapture gets, API preference, live, file path if a file)."""
-        cv2 = _cv2()
-        if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
-            return int(spec), cv2.CAP_ANY, True, None
-        text = str(spec).strip()
-        if "!" in text:
-            return text, cv2.CAP_GSTREAMER, True, None
-        if text.lower().startswith(STREAM_SCHEMES):
-            return text, cv2.CAP_ANY, True, None
-        return text, cv2.CAP_ANY, False, Path(text)
-
-    def _capture(self) -> Any:
-        """A new cv2.VideoCapture, or None if it does not open."""
-        cv2 = _cv2()
-        if isinstance(self.spec, str) and self.path is None and self.api == cv2.CAP_ANY:
-            # Network streams: bounded waits, so a dead camera surfaces as a retry rather than a hang.
-            read_ms = int(self.read_timeout * 1000) if self.read_timeout is not None else 10000
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(read_ms, 1)]
-            cap = cv2.VideoCapture(self.spec, self.api, params)
-        else:
-            with c_stderr_to_log():  # OpenCV's own AVI parser prints to stderr ("Unexpected list type...")
-                cap = cv2.VideoCapture(self.spec, self.api)
-        if cap.isOpened():
-            return cap
-        cap.release()
-        return None
-
-    def open(self) -> None:
-        if self._cap is not None:
-            return
-        cv2 = _cv2()
-        if self.path is not None:
-            _require_file(self.path, f"video {self.name}")
-        if self.api == cv2.CAP_GSTREAMER and not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
-            raise SourceError(f"GStreamer pipeline {self.name!r}: this OpenCV build has no GStreamer backend")
-        self._cap = self._capture()
-        if self._cap is None:
-            what = "video file (unknown codec or not a video)" if self.path is not None else "camera/stream"
-            raise SourceError(f"cannot open {what} {self.name}")
-        self._ended = False
-        log.info("opened %s (%s, live=%s)", self.name, self._cap.getBackendName(), self.live)
-
-    def close(self) -> None:
-        self._drop_capture()
-
-    def interrupt(self) -> None:
-        """Stop waiting: a blocked read or a backoff returns at once and the stream ends (thread-safe)."""
-        self._interrupted.set()
-
-    def _drop_capture(self) -> None:
-        cap, pending = self._cap, self._pending
-        self._cap = self._pending = None
-        if cap is not None and not (pending is not None and pending.abandon()):
-            cap.release()  # (a capture stuck in a read is released by its reading thread instead)
-
-    def _grab(self) -> np.ndarray | None:
-        if self._cap is None:
-            return None
-        if not self.live or self.read_timeout is None:
-            ok, image = self._cap.read()
-        else:
-            if self._pending is None:
-                self._pending = _PendingRead(self._cap)
-            pending, deadline = self._pending, time.monotonic() + self.read_timeout
-            while not pending.done.wait(min(0.1, max(deadline - time.monotonic(), 0.0))):
-                if self._interrupted.is_set():
-                    return None
-                if time.monotonic() >= deadline:
-                    log.warning("%s: read blocked for %.3g s (read timeout): camera stalled", self.name,
-                                self.read_timeout)
-                    return None  # the read stays pending: without reconnect the next try waits on it
-            self._pending = None
-            ok, image = pending.result
-        return image if ok and image is not None and image.size else None
-
-    def _retry(self) -> np.ndarray | None:
-        """Live source failed a read: back off, reconnect, try again; give up after `retries`.
-        None when interrupted."""
-        delay = min(self.backoff, self.max_backoff)
-        for attempt in range(1, self.retries + 1):
-            log.warning("%s: no frame; retry %d/%d in %.2f s", self.name, attempt, self.retries, delay)
-            if self._interrupted.wait(delay):
-                return None
-            delay = min(delay * 2.0, self.max_backoff)
-            if self.reconnect:
-                self._drop_capture()
-                self._cap = self._capture()  # None when it does not reopen: counts as a failed try
-            image = self._grab()
-            if image is not None:
-                log.info("%s: frames again after %d retries", self.name, attempt)
-                return image
-            if self._interrupted.is_set():
-                return None
-        raise SourceError(f"camera {self.name} stopped delivering frames after {self.retries} retries "
-                          f"(backoff {self.backoff:g}..{self.max_backoff:g} s, reconnect={self.reconnect})")
-
-    def read(self) -> Frame | None:
-        if self._ended or self._interrupted.is_set():
-            return None
-        if self._cap is None:
-            self.open()
-        image = self._grab()
-        if image is None:
-            if not self.live:
-                self._ended = True  # a file that stops reading has ended
-                return None
-            image = None if self._interrupted.is_set() else self._retry()
-            if image is None:  # interrupted: the stream ends here
-                self._ended = True
-                return None
-        stamp = time.monotonic()
-        scale = self.scale if self.scale is not None else _int_scale(image.dtype)
-        data = _to_rgb(image).astype(np.float32) * np.float32(scale)
-        if self.bands is None:
-            self.bands = data.shape[2]
-        pos_msec = float(self._cap.get(_cv2().CAP_PROP_POS_MSEC)) if self._cap is not None else 0.0
-        frame = Frame(self._index, data, stamp, meta={"pos_msec": pos_msec})
-        self._index += 1
-        return frame
-
-
-# --- folders and single files --------------------------------------------------------------------------
-
 def read_image_frame(path: Path) -> np.ndarray:
     """One PNG/TIFF as an (H, W, bands) float32 frame: 8/16-bit scaled to [0, 1], colour in RGB order;
     a multi-page TIFF is one band per page."""
-    cv2 = _cv2()
+    cv2 = opencv()
     pages: list[np.ndarray] = []
     # A damaged file makes libtiff/libpng log several lines to stderr through OpenCV; we say it in one.
     level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
@@ -335,8 +83,8 @@ def read_image_frame(path: Path) -> np.ndarray:
         raise SourceError(f"{path}: unreadable image (not a PNG/TIFF OpenCV can decode)")
     if len({(p.shape[:2], p.dtype) for p in pages}) != 1:
         raise SourceError(f"{path}: TIFF pages differ in size or bit depth")
-    data = np.concatenate([_to_rgb(p) for p in pages], axis=2)
-    scaled = data.astype(np.float32) * np.float32(_int_scale(data.dtype))
+    data = np.concatenate([bgr_to_rgb(p) for p in pages], axis=2)
+    scaled = data.astype(np.float32) * np.float32(integer_scale(data.dtype))
     try:
         return check_cube(scaled, str(path))
     except SSRANEdgeError as exc:
@@ -406,7 +154,7 @@ class FileSource(Source):
 
     def __init__(self, path: str | Path, *, variable: str | None = None) -> None:
         self.path = Path(path)
-        _require_file(self.path)
+        require_file(self.path)
         self.variable = variable
         self.name = str(self.path)
         self._cube: Cube | None = None
@@ -432,17 +180,9 @@ class FileSource(Source):
 
 # --- very large scenes -------------------------------------------------------------------------------
 
-def _require_file(path: Path, name: str | None = None) -> None:
-    """A regular file, or one line: a FIFO or device would block the reader (or never end)."""
-    if kind := special_file(path):
-        raise SourceError(f"{name or path}: is {kind}, not a file")
-    if not path.is_file():
-        raise SourceError(f"{name or path}: no such file")
-
-
 def _open_scene(path: Path) -> tuple[np.ndarray, list[float] | None]:
     """A memory-mapped (H, W, B) view of a .npy or ENVI scene: nothing is read until sliced."""
-    _require_file(path)
+    require_file(path)
     try:
         if path.suffix.lower() == ".npy":
             check_npy_header(path, read_whole=False)  # a truncated or lying header: our words, not mmap's
@@ -495,7 +235,7 @@ class WindowedSceneSource(Source):
         self._size = (0, 0)  # scene height, width
         self._origins: list[tuple[int, int]] = []
         self._position = 0
-        _require_file(self.path)
+        require_file(self.path)
 
     def _plan(self, height: int, width: int) -> None:
         self._size = (height, width)
@@ -555,15 +295,15 @@ RASTER_WINDOW = 512
 class RasterSource(WindowedSceneSource):
     """A GDAL raster (GeoTIFF, COG, JP2, VRT...) through rasterio, read window by window like any large
     scene, whatever its size: windows (RASTER_WINDOW px) are whole multiples of the file's blocks, so each block is
-    decompressed once per window. Bands are chosen and calibrated as `geo.open_raster` says (`bands`,
-    `scale`, `offset`); each Frame's meta["valid"] marks the pixels that are not nodata. `geo` is the
+    decompressed once per window. Bands are chosen and calibrated as `options` say (see
+    `geo.open_raster`); each Frame's meta["valid"] marks the pixels that are not nodata. `geo` is the
     raster's GeoInfo, for a georeferenced output."""
 
     def __init__(self, path: str | Path, *, window: int | None = None, halo: int = 8,
-                 bands: list[str] | None = None, scale: float | None = None, offset: float | None = None) -> None:
+                 options: RasterOptions | None = None) -> None:
         super().__init__(path, window=window or 1024, halo=halo)
         self._requested_window = window
-        self._options = {"bands": bands, "scale": scale, "offset": offset}
+        self._options = options
         self._raster: Any = None
         self.geo: Any = None
 
@@ -573,7 +313,7 @@ class RasterSource(WindowedSceneSource):
         from ssran_edge.geo import open_raster
 
         try:
-            self._raster = open_raster(self.path, **self._options)
+            self._raster = open_raster(self.path, self._options)
         except SSRANEdgeError as exc:
             raise SourceError(one_line(exc)) from None
         raster = self._raster
@@ -674,7 +414,8 @@ class ReplaySource(Source):
 # --- dispatch ------------------------------------------------------------------------------------------
 
 def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | None = None,
-                variable: str | None = None, read_timeout: float | None = 10.0, raster: dict | None = None) -> Source:
+                variable: str | None = None, read_timeout: float | None = 10.0,
+                raster: RasterOptions | None = None) -> Source:
     """A Source from a command-line string (see ACCEPTED_FORMS). Bare "camera_stream" is the bundled
     demo scene through `srf` (default nikon_d700) as a simulated camera, so the stream runs anywhere;
     "camera_stream:<x>" is a real camera/stream/file <x> through OpenCV. MSI files over ~512 MB, or any
@@ -700,14 +441,14 @@ def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | No
         from ssran_edge.extras import require
 
         require("geo", f"reading {path.name} (a GeoTIFF/JP2/VRT)")
-        _require_file(path)
-        return RasterSource(path, window=window, **(raster or {}))
+        require_file(path)
+        return RasterSource(path, window=window, options=raster)
     if suffix in VIDEO_EXTENSIONS:
         return VideoSource(str(path), read_timeout=read_timeout)
     if suffix in CUBE_EXTENSIONS + ENVI_EXTENSIONS:
-        _require_file(path)
+        require_file(path)
         windowable = suffix in (".npy",) + ENVI_EXTENSIONS
         if windowable and (window is not None or scene_bytes(path) > LARGE_SCENE_BYTES):
             return WindowedSceneSource(path, window=window or 1024)
         return FileSource(path, variable=variable)
-    raise SourceError(f"unknown source {_redact(text)!r}; accepted: {ACCEPTED_FORMS}")
+    raise SourceError(f"unknown source {redact(text)!r}; accepted: {ACCEPTED_FORMS}")

@@ -1,4 +1,5 @@
-"""Command-line parsing shared by `ssran-edge`, `python -m train` and `python -m export`.
+"""Command-line parsing shared by `ssran-edge`, `python -m train` and `python -m export`: the one-line
+parser, typed option values, and the GeoTIFF/JP2 flag group that `predict` and `run` share.
 
 argparse's default error is the whole usage block and then the error; a mistyped flag should be one
 line, like every other bad input: `ssran-edge: error: unrecognized arguments: --foo` and exit code 2.
@@ -7,8 +8,12 @@ line, like every other bad input: `ssran-edge: error: unrecognized arguments: --
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import NoReturn
 
+from ssran_edge.data.cube import RasterOptions
+from ssran_edge.errors import DataError
+from ssran_edge.geo import DTYPES, OUTPUT_SUFFIXES
 from ssran_edge.tiling import MIN_TILE
 
 
@@ -59,3 +64,41 @@ def worker_resources(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(f"{item!r} is not NAME=AMOUNT with an amount > 0 (e.g. GPU=1)")
         resources[name.strip()] = value
     return resources
+
+
+def parse_bands(text: str | None) -> tuple[str, ...] | None:
+    """'2,3,4' or 'B02,B03,B04' -> the items; None keeps every band."""
+    if text is None or not str(text).strip():
+        return None
+    items = [item.strip() for item in str(text).split(",")]
+    if any(not item for item in items):
+        raise DataError(f"--bands {text!r}: an empty item; give indices (2,3,4) or names (B02,B03,B04)")
+    return tuple(items)
+
+
+def add_raster_arguments(parser) -> None:
+    """The GeoTIFF/JP2 flags `predict` and `run` share: input bands and calibration, output form."""
+    geo = parser.add_argument_group("GeoTIFF/JP2 rasters (the [geo] extra)")
+    geo.add_argument("--bands", help="input bands by 1-based index (2,3,4) or description (B02,B03,B04)")
+    geo.add_argument("--scale", type=float, help="reflectance = DN x scale + offset (default: the file's own; "
+                                                 "Sentinel-2 L2A: 0.0001)")
+    geo.add_argument("--offset", type=float, help="see --scale (Sentinel-2 L2A since baseline 04.00: -0.1)")
+    geo.add_argument("--cog", action="store_true", help="--output x.tif as a Cloud-Optimized GeoTIFF (overviews)")
+    geo.add_argument("--dtype", choices=DTYPES, default="float32", help="GeoTIFF output pixels")
+    geo.add_argument("--compress", choices=["deflate", "zstd", "lzw", "none"], default="deflate",
+                     help="GeoTIFF output compression (with a floating-point predictor)")
+
+
+def raster_options(args) -> RasterOptions | None:
+    """open_raster's bands/scale/offset from those flags; None when none was given."""
+    if not (args.bands or args.scale is not None or args.offset is not None):
+        return None
+    return RasterOptions(parse_bands(args.bands), args.scale, args.offset)
+
+
+def is_geotiff_output(output: str | Path | None, args) -> bool:
+    """Whether `output` names a GeoTIFF; the output-form flags are refused for any other form."""
+    geotiff = output is not None and Path(output).suffix.lower() in OUTPUT_SUFFIXES
+    if (args.cog or args.dtype != "float32" or args.compress != "deflate") and not geotiff:
+        raise DataError("--cog, --dtype and --compress apply to a GeoTIFF output (--output x.tif)")
+    return geotiff

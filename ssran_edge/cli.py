@@ -25,12 +25,20 @@ import time
 from importlib import import_module
 from pathlib import Path
 
-from ssran_edge.arguments import MIN_TILE, OneLineParser, tile_size, worker_resources
+from ssran_edge.arguments import (
+    MIN_TILE,
+    OneLineParser,
+    add_raster_arguments,
+    is_geotiff_output,
+    raster_options,
+    tile_size,
+    worker_resources,
+)
 from ssran_edge.console import configure_logging
-from ssran_edge.data.readers import RASTER_SUFFIXES
+from ssran_edge.data.cube import RASTER_SUFFIXES
 from ssran_edge.errors import DataError, MissingExtra, SSRANEdgeError, one_line
 from ssran_edge.extras import require
-from ssran_edge.geo import OUTPUT_SUFFIXES, add_raster_arguments, is_geotiff_output, raster_options
+from ssran_edge.geo import OUTPUT_SUFFIXES
 
 
 def export_once(weights: Path) -> Path:
@@ -49,12 +57,11 @@ def cmd_predict(args) -> int:
 
     from ssran_edge.assets import demo_scene
     from ssran_edge.data.readers import check_cube, read_cube
-    from ssran_edge.geo import fill_masked
     from ssran_edge.io import write_cube
     from ssran_edge.metrics import quality_assessment
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.srf import load_srf, simulate_msi
-    from ssran_edge.tiling import run_patches, run_tiled
+    from ssran_edge.tiling import fill_masked, run_patches, run_tiled
 
     output = _predict_output(args)
     selection = select_runner(args.model, args.backend, args.device, onnx_for=export_once)

@@ -2,8 +2,9 @@
 
 The `[geo]` extra. What a remote-sensing scene carries besides pixels travels with it: the CRS and
 geotransform (`GeoInfo`), the band descriptions, the scale/offset that turn digital numbers into
-reflectance, and nodata. Masked pixels are never fed to the network as data: `fill_masked` replaces
-them inside the MSI (see there why with the nearest valid pixel), and the output has nodata there.
+reflectance, and nodata. Masked pixels are never fed to the network as data: `tiling.fill_masked`
+replaces them inside the MSI (see there why with the nearest valid pixel), and the output has nodata there.
+The command-line flags for all this are in `ssran_edge.arguments`.
 
 Band selection is 1-based like GDAL's (`--bands 2,3,4`) or by description (`--bands B02,B03,B04`).
 Reflectance = DN x scale + offset (GDAL's convention). Sentinel-2 L2A since processing baseline
@@ -17,13 +18,14 @@ import math
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ssran_edge.atomic import atomic_path
+from ssran_edge.data.cube import Cube, GeoInfo, RasterOptions
 from ssran_edge.errors import DataError, one_line
 
 OUTPUT_SUFFIXES = (".tif", ".tiff")
@@ -42,77 +44,6 @@ def _rasterio():
     import rasterio
 
     return rasterio
-
-
-@dataclass
-class GeoInfo:
-    """Where a raster sits: CRS (WKT, or None), affine transform (a, b, c, d, e, f as rasterio's
-    Affine), and the source's nodata and band descriptions, for the record."""
-
-    crs: str | None = None
-    transform: tuple[float, ...] | None = None
-    nodata: float | None = None
-    descriptions: list[str] = field(default_factory=list)
-    driver: str = ""
-
-    @property
-    def georeferenced(self) -> bool:
-        return self.crs is not None or (self.transform is not None and self.transform != (1, 0, 0, 0, 1, 0))
-
-    def shifted(self, row: int, col: int) -> GeoInfo:
-        """The same grid, origin moved to pixel (row, col): a window's own transform."""
-        if self.transform is None:
-            return self
-        a, b, c, d, e, f = self.transform
-        return GeoInfo(self.crs, (a, b, c + a * col + b * row, d, e, f + d * col + e * row), self.nodata,
-                       self.descriptions, self.driver)
-
-    def envi_map_info(self) -> str | None:
-        """ENVI's `map info` for a north-up grid (no rotation) with a CRS; None otherwise."""
-        if self.transform is None or self.crs is None:
-            return None
-        a, b, c, d, e, f = self.transform
-        if b or d:
-            return None  # ENVI's map info has no rotation terms
-        return f"{{Arbitrary, 1, 1, {c!r}, {f!r}, {a!r}, {-e!r}, units=Meters}}"
-
-
-def parse_bands(text: str | None) -> list[str] | None:
-    """'2,3,4' or 'B02,B03,B04' -> the items; None keeps every band."""
-    if text is None or not str(text).strip():
-        return None
-    items = [item.strip() for item in str(text).split(",")]
-    if any(not item for item in items):
-        raise DataError(f"--bands {text!r}: an empty item; give indices (2,3,4) or names (B02,B03,B04)")
-    return items
-
-
-def add_raster_arguments(parser) -> None:
-    """The GeoTIFF/JP2 flags `predict` and `run` share: input bands and calibration, output form."""
-    geo = parser.add_argument_group("GeoTIFF/JP2 rasters (the [geo] extra)")
-    geo.add_argument("--bands", help="input bands by 1-based index (2,3,4) or description (B02,B03,B04)")
-    geo.add_argument("--scale", type=float, help="reflectance = DN x scale + offset (default: the file's own; "
-                                                 "Sentinel-2 L2A: 0.0001)")
-    geo.add_argument("--offset", type=float, help="see --scale (Sentinel-2 L2A since baseline 04.00: -0.1)")
-    geo.add_argument("--cog", action="store_true", help="--output x.tif as a Cloud-Optimized GeoTIFF (overviews)")
-    geo.add_argument("--dtype", choices=DTYPES, default="float32", help="GeoTIFF output pixels")
-    geo.add_argument("--compress", choices=["deflate", "zstd", "lzw", "none"], default="deflate",
-                     help="GeoTIFF output compression (with a floating-point predictor)")
-
-
-def raster_options(args) -> dict | None:
-    """open_raster's bands/scale/offset from those flags; None when none was given."""
-    if not (args.bands or args.scale is not None or args.offset is not None):
-        return None
-    return {"bands": parse_bands(args.bands), "scale": args.scale, "offset": args.offset}
-
-
-def is_geotiff_output(output: str | Path | None, args) -> bool:
-    """Whether `output` names a GeoTIFF; the output-form flags are refused for any other form."""
-    geotiff = output is not None and Path(output).suffix.lower() in OUTPUT_SUFFIXES
-    if (args.cog or args.dtype != "float32" or args.compress != "deflate") and not geotiff:
-        raise DataError("--cog, --dtype and --compress apply to a GeoTIFF output (--output x.tif)")
-    return geotiff
 
 
 def _band_indexes(src, wanted: list[str] | None, path: Path) -> list[int]:
@@ -196,9 +127,10 @@ class Raster:
         self.close()
 
 
-def open_raster(path: str | Path, bands: list[str] | None = None, scale: float | None = None,
-                offset: float | None = None) -> Raster:
-    """Open any GDAL raster; nothing is read yet. Errors are one line naming the file."""
+def open_raster(path: str | Path, options: RasterOptions | None = None) -> Raster:
+    """Open any GDAL raster; nothing is read yet (`options`: its bands, scale, offset). Errors are one
+    line naming the file."""
+    bands, scale, offset = (options.bands, options.scale, options.offset) if options else (None, None, None)
     rasterio = _rasterio()
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
@@ -252,31 +184,13 @@ def _wavelengths(src, indexes: list[int]) -> np.ndarray | None:
     return array if np.isfinite(array).all() else None
 
 
-def read_raster(path: str | Path, bands: list[str] | None = None, scale: float | None = None,
-                offset: float | None = None):
+def read_raster(path: str | Path, options: RasterOptions | None = None) -> Cube:
     """The whole raster as a Cube with its GeoInfo and valid-pixel mask."""
-    from ssran_edge.data.readers import Cube
-
-    with open_raster(path, bands, scale, offset) as raster:
+    with open_raster(path, options) as raster:
         data, valid = raster.read()
         if not valid.any():
             raise DataError(f"{path}: every pixel is nodata (or masked)")
         return Cube(data, raster.wavelengths, str(path), geo=raster.geo, valid=None if valid.all() else valid)
-
-
-def fill_masked(msi: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """Masked pixels take the value of the nearest valid pixel before the network sees them. Zero
-    (or any constant) puts a false edge at the mask's border, which the 3x3 convolutions spread into
-    the valid pixels beside it, and drags the tile-wide average ECA pools over; the nearest valid
-    value continues the scene across the hole (figures: docs/geo.md)."""
-    if valid is None or valid.all():
-        return msi
-    if not valid.any():
-        return np.zeros_like(msi)
-    from scipy.ndimage import distance_transform_edt
-
-    rows, cols = distance_transform_edt(~valid, return_distances=False, return_indices=True)
-    return msi[rows, cols]
 
 
 def _profile(height: int, width: int, bands: int, dtype: str, geo: GeoInfo | None, compress: str) -> dict:

@@ -140,3 +140,18 @@ def predict(model, msi: np.ndarray, mode: str = "tile", tile: int = 256, patch: 
     if mode == "patch":
         return predict_patches(model, msi, patch=patch, device=device)
     raise ValueError(f"unknown inference mode {mode!r} (tile or patch)")
+
+
+def fill_masked(msi: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Masked pixels take the value of the nearest valid pixel before the network sees them. Zero
+    (or any constant) puts a false edge at the mask's border, which the 3x3 convolutions spread into
+    the valid pixels beside it, and drags the tile-wide average ECA pools over; the nearest valid
+    value continues the scene across the hole (figures: docs/geo.md)."""
+    if valid is None or valid.all():
+        return msi
+    if not valid.any():
+        return np.zeros_like(msi)
+    from scipy.ndimage import distance_transform_edt
+
+    rows, cols = distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    return msi[rows, cols]

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from ssran_edge.errors import DataError
-from ssran_edge.geo import fill_masked
-from ssran_edge.tiling import run_tiled
+from ssran_edge.tiling import fill_masked, run_tiled
 
 
 def _runner(model, backend: str, device: str):

@@ -33,10 +33,10 @@ cv2 = pytest.importorskip("cv2")
 
 from ssran_edge.assets import MODELS, demo_scene  # noqa: E402
 from ssran_edge.errors import SourceError  # noqa: E402
+from ssran_edge.runtime.capture import VideoSource  # noqa: E402
 from ssran_edge.runtime.pipeline import StreamPipeline  # noqa: E402
 from ssran_edge.runtime.runners import TorchRunner  # noqa: E402
 from ssran_edge.runtime.sinks import NpySink  # noqa: E402
-from ssran_edge.runtime.sources import VideoSource  # noqa: E402
 from ssran_edge.srf import load_srf, simulate_msi  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from ssran_edge.data.cube import RasterOptions
 from ssran_edge.errors import DataError
 from tests.conftest import REPO
 
@@ -61,11 +62,11 @@ def test_read_keeps_crs_transform_scale_and_nodata(tmp_path, paris_msi):
     assert cube.geo.descriptions == [f"B{n}" for n in ALI]
     assert cube.valid is not None and not cube.valid[10:20, 30:45].any() and cube.valid.sum() == 72 * 72 - 150
     np.testing.assert_allclose(cube.data[cube.valid], reflectance[cube.valid], rtol=1e-6)
-    by_name = read_raster(path, bands=["B2", "b3", "B4"])  # descriptions, case-insensitive
-    by_index = read_raster(path, bands=["3", "4", "5"])
+    by_name = read_raster(path, RasterOptions(bands=("B2", "b3", "B4")))  # descriptions, case-insensitive
+    by_index = read_raster(path, RasterOptions(bands=("3", "4", "5")))
     np.testing.assert_array_equal(by_name.data, by_index.data)
     np.testing.assert_array_equal(by_name.data, cube.data[:, :, 2:5])
-    flags = read_raster(path, scale=2e-4, offset=0.01)  # flags win over the file's own metadata
+    flags = read_raster(path, RasterOptions(scale=2e-4, offset=0.01))  # flags win over the file's own metadata
     np.testing.assert_allclose(flags.data[cube.valid], (reflectance[cube.valid] * 2 + 0.01), rtol=1e-5)
 
 
@@ -202,7 +203,7 @@ def test_run_streams_a_raster_by_windows_like_an_npy_scene(tmp_path, paris_msi):
     valid = np.ones((72, 72), bool)
     valid[10:20, 30:45] = False
     filled = reflectance.astype(np.float32)
-    from ssran_edge.geo import fill_masked
+    from ssran_edge.tiling import fill_masked
 
     np.save(tmp_path / "ali.npy", fill_masked(filled, valid))  # what the network sees of the masked raster
     common = ["--model", "paris", "--window", "32", "--tile", "32"]
@@ -262,9 +263,10 @@ def test_xarray_in_memory_is_predict(tmp_path, paris_msi):
 def test_the_training_files_protocol_reads_geotiff_cubes(tmp_path, shared_data):
     """Hyperspectral GeoTIFFs (wavelengths in band tags, as our writer leaves them) are training data for
     `python -m train --protocol files`; a cube with nodata is refused (patches would learn fill values)."""
+    from ssran_edge.data.cube import GeoInfo
     from ssran_edge.data.protocols import load_protocol
     from ssran_edge.data.readers import read_cave_scene
-    from ssran_edge.geo import GeoInfo, write_geotiff
+    from ssran_edge.geo import write_geotiff
 
     cube = read_cave_scene(shared_data / "cave_extra" / "beads_ms")
     geo = GeoInfo(UTM31N.to_wkt(), tuple(ORIGIN)[:6])

@@ -195,3 +195,50 @@ def test_the_wheel_installs_one_package(tmp_path):
     assert result.returncode == 0 and "PSNR" in result.stdout, result.stderr
     files = json.loads(result.stdout.splitlines()[-1])
     assert len(files) > 20 and all(path.startswith(str(site)) for path in files.values()), files
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """ssran_edge module -> the ssran_edge modules it imports (top level or inside functions). `from
+    package import name` counts as importing the submodule `package.name` when there is one, else the
+    package itself; a package's own __init__ is left out (importing a submodule runs it by definition)."""
+    modules = {}
+    for folder, installed in (("ssran_edge", "ssran_edge"), ("train", "ssran_edge.train"),
+                              ("export", "ssran_edge.export"), ("cpp_free_runtime", "ssran_edge.runtime"),
+                              ("benchmarks", "ssran_edge.bench")):
+        for path in (REPO / folder).rglob("*.py"):
+            parts = path.relative_to(REPO / folder).with_suffix("").parts
+            if parts[-1] == "__init__" or (folder == "ssran_edge" and parts[0] in ("train", "export")):
+                continue
+            modules[".".join((installed, *parts))] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                            for a in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_cycles():
+    """No two modules import each other, directly or round a longer loop, lazy imports included: a
+    cycle is a file doing two jobs (readers <-> geo once did, over `Cube`)."""
+    graph, cycles = _module_graph(), []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert len(graph) > 50 and not cycles, "\n".join(cycles)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from ssran_edge.runtime.backends import select_runner
+from ssran_edge.runtime.capture import VideoSource
 from ssran_edge.runtime.pipeline import StreamPipeline
-from ssran_edge.runtime.sources import VideoSource
 
 FRAMES, SIZE, PART = 50_000, 16, 10_000
 

@@ -16,11 +16,11 @@ cv2 = pytest.importorskip("cv2")
 from ssran_edge.assets import demo_scene  # noqa: E402
 from ssran_edge.errors import SourceError, SSRANEdgeError  # noqa: E402
 from ssran_edge.runtime import sources  # noqa: E402
+from ssran_edge.runtime.capture import VideoSource  # noqa: E402
 from ssran_edge.runtime.sources import (  # noqa: E402
     FileSource,
     FolderSource,
     ReplaySource,
-    VideoSource,
     WindowedSceneSource,
     open_source,
 )

@@ -14,11 +14,12 @@ import pytest
 
 from ssran_edge.assets import MODELS, demo_scene
 from ssran_edge.errors import DataError
+from ssran_edge.runtime.capture import VideoSource
 from ssran_edge.runtime.frames import Frame, Sink
 from ssran_edge.runtime.pipeline import StreamPipeline
 from ssran_edge.runtime.runners import TorchRunner
 from ssran_edge.runtime.sinks import NpySink
-from ssran_edge.runtime.sources import VideoSource, WindowedSceneSource
+from ssran_edge.runtime.sources import WindowedSceneSource
 from ssran_edge.srf import load_srf, simulate_msi
 from ssran_edge.tiling import run_tiled
 from tests.conftest import REPO

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssran_edge.data.readers import Cube, check_cube
+from ssran_edge.data.cube import Cube
+from ssran_edge.data.readers import check_cube
 from ssran_edge.errors import CheckpointError
 from ssran_edge.io import special_file
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ssran_edge.data.cube import RASTER_SUFFIXES, Cube, RasterOptions
 from ssran_edge.errors import DataError, one_line
 from ssran_edge.io import special_file
 
@@ -48,28 +47,6 @@ def _check_size(path: Path, shape: tuple, dtype: np.dtype, needed: int, availabl
     if read_whole and memory and whole > memory:
         raise DataError(f"{path}: {dims} {dtype} is too large to read whole ({_size(whole)} with its float32 copy, "
                         f"{_size(memory)} of memory here); `ssran-edge run SCENE --window 1024` reads it in windows")
-
-
-@dataclass
-class Cube:
-    data: np.ndarray  # (H, W, bands) float32
-    wavelengths: np.ndarray | None = None  # (bands,) nm
-    source: str = ""
-    geo: Any = None  # ssran_edge.geo.GeoInfo of a GDAL raster (CRS, transform), else None
-    valid: np.ndarray | None = None  # (H, W) bool, False where the source has nodata; None: all valid
-
-    @property
-    def bands(self) -> int:
-        return self.data.shape[2]
-
-    def crop(self, rows: slice = slice(None), cols: slice = slice(None)) -> Cube:
-        row0, col0 = rows.indices(self.data.shape[0])[0], cols.indices(self.data.shape[1])[0]
-        return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source,
-                    self.geo.shifted(row0, col0) if self.geo is not None else None,
-                    None if self.valid is None else self.valid[rows, cols])
-
-
-RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")  # read through rasterio (GDAL): ssran_edge.geo
 
 
 # The model is close to scale-invariant (output / input held at ~8.6 from 1e3 to 1e30), but at ~3e38
@@ -394,7 +371,7 @@ def read_numpy(path: str | Path, key: str | None = None) -> Cube:
                 None if wl is None else np.asarray(wl, dtype=np.float32).ravel(), f"{path}:{key}")
 
 
-def read_cube(path: str | Path, variable: str | None = None, raster: dict | None = None) -> Cube:
+def read_cube(path: str | Path, variable: str | None = None, raster: RasterOptions | None = None) -> Cube:
     """Dispatch on the path: a folder of CAVE PNGs, .mat, .npy/.npz, ENVI .hdr/.img/.raw/.bsq, or a GDAL
     raster (.tif/.jp2/.vrt, the [geo] extra; `raster`: its bands, scale, offset, see geo.open_raster)."""
     path = Path(path)
@@ -408,7 +385,7 @@ def read_cube(path: str | Path, variable: str | None = None, raster: dict | None
     if suffix in RASTER_SUFFIXES:
         from ssran_edge.geo import read_raster
 
-        return read_raster(path, **(raster or {}))
+        return read_raster(path, raster)
     if suffix == ".mat":
         return read_mat(path, variable)
     if suffix in (".npy", ".npz"):

@@ -1,0 +1,75 @@
+"""What every reader returns, where a raster sits and how to read one: the core's data records, with
+no reader behind them (readers and geo both import this; it imports neither)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class GeoInfo:
+    """Where a raster sits: CRS (WKT, or None), affine transform (a, b, c, d, e, f as rasterio's
+    Affine), and the source's nodata and band descriptions, for the record."""
+
+    crs: str | None = None
+    transform: tuple[float, ...] | None = None
+    nodata: float | None = None
+    descriptions: list[str] = field(default_factory=list)
+    driver: str = ""
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None or (self.transform is not None and self.transform != (1, 0, 0, 0, 1, 0))
+
+    def shifted(self, row: int, col: int) -> GeoInfo:
+        """The same grid, origin moved to pixel (row, col): a window's own transform."""
+        if self.transform is None:
+            return self
+        a, b, c, d, e, f = self.transform
+        return GeoInfo(self.crs, (a, b, c + a * col + b * row, d, e, f + d * col + e * row), self.nodata,
+                       self.descriptions, self.driver)
+
+    def envi_map_info(self) -> str | None:
+        """ENVI's `map info` for a north-up grid (no rotation) with a CRS; None otherwise."""
+        if self.transform is None or self.crs is None:
+            return None
+        a, b, c, d, e, f = self.transform
+        if b or d:
+            return None  # ENVI's map info has no rotation terms
+        return f"{{Arbitrary, 1, 1, {c!r}, {f!r}, {a!r}, {-e!r}, units=Meters}}"
+
+
+@dataclass
+class Cube:
+    data: np.ndarray  # (H, W, bands) float32
+    wavelengths: np.ndarray | None = None  # (bands,) nm
+    source: str = ""
+    geo: GeoInfo | None = None  # a GDAL raster's CRS and transform, else None
+    valid: np.ndarray | None = None  # (H, W) bool, False where the source has nodata; None: all valid
+
+    @property
+    def bands(self) -> int:
+        return self.data.shape[2]
+
+    def crop(self, rows: slice = slice(None), cols: slice = slice(None)) -> Cube:
+        row0, col0 = rows.indices(self.data.shape[0])[0], cols.indices(self.data.shape[1])[0]
+        return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source,
+                    self.geo.shifted(row0, col0) if self.geo is not None else None,
+                    None if self.valid is None else self.valid[rows, cols])
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")  # read through rasterio (GDAL): ssran_edge.geo
+
+
+
+
+@dataclass(frozen=True)
+class RasterOptions:
+    """How to read a GDAL raster: bands by 1-based index or description (None: every band), and
+    reflectance = DN x scale + offset (None: the file's own)."""
+
+    bands: tuple[str, ...] | None = None
+    scale: float | None = None
+    offset: float | None = None
