@@ -7,14 +7,14 @@ in one run (these machines are noisy: the ratios are the figures to quote).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ssran_edge.runtime.runners import OrtRunner, TorchRunner
+from ssran_edge.records import Manifest
+from ssran_edge.runtime.backends import artefact_of, open_runner
 
 
 def median_seconds(fn, x: np.ndarray, repeat: int) -> float:
@@ -28,19 +28,18 @@ def median_seconds(fn, x: np.ndarray, repeat: int) -> float:
 
 
 def compare(export_dir: Path, size: int, repeat: int, threads: int = 0) -> list[dict]:
-    manifest = json.loads((export_dir / "manifest.json").read_text())
-    in_bands = manifest["bands"][0]
-    frame = np.random.default_rng(0).random((1, in_bands, size, size), dtype=np.float32) * 0.5
+    manifest = Manifest.in_folder(export_dir)
+    frame = np.random.default_rng(0).random((1, manifest.in_bands, size, size), dtype=np.float32) * 0.5
     rows = []
-    with TorchRunner(manifest["source_weights"]) as torch_runner:
+    with open_runner(manifest.source_weights, "torch") as torch_runner:
         base = median_seconds(torch_runner.infer, frame, repeat)
     rows.append({"artefact": "torch eager", "precision": "fp32", "ms": base * 1e3, "speedup": 1.0})
-    for artefact in manifest["artefacts"]:
-        if not artefact["file"].endswith(".onnx"):
+    for artefact in manifest.artefacts:
+        if "ort" not in artefact_of(artefact.file).opens:  # every ONNX, through ONNX Runtime's CPU provider
             continue
-        with OrtRunner(export_dir / artefact["file"], threads=threads) as runner:
+        with open_runner(export_dir / artefact.file, "ort", threads=threads) as runner:
             seconds = median_seconds(runner.infer, frame, repeat)
-        rows.append({"artefact": f"ORT CPU {artefact['file']}", "precision": artefact["precision"],
+        rows.append({"artefact": f"ORT CPU {artefact.file}", "precision": artefact.precision,
                      "ms": seconds * 1e3, "speedup": base / seconds})
     return rows
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.bench import suite
+from ssran_edge.records import Manifest
+from ssran_edge.runtime.backends import artefact_of, open_runner
 from ssran_edge.runtime.frames import Frame, Source
 from ssran_edge.runtime.pipeline import StreamPipeline
-from ssran_edge.runtime.runners import OrtRunner, Runner, TorchRunner
+from ssran_edge.runtime.runners import Runner
 from ssran_edge.runtime.sinks import NpySink
 from ssran_edge.tiling import tile_windows
 
@@ -86,14 +88,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    manifest = json.loads((args.export / "manifest.json").read_text())
+    manifest = Manifest.in_folder(args.export)
     frames = demo_frames(args.size, args.frames)
-    runners: list[Runner] = [TorchRunner(manifest["source_weights"])]
-    runners += [OrtRunner(args.export / a["file"]) for a in manifest["artefacts"] if a["file"].endswith(".onnx")]
+    runners: list[tuple[str, Runner]] = [("torch eager", open_runner(manifest.source_weights, "torch"))]
+    runners += [(a.file, open_runner(args.export / a.file, "ort")) for a in manifest.artefacts
+                if "ort" in artefact_of(a.file).opens]
     rows = []
-    for runner in runners:
+    for name, runner in runners:
         row = measure(runner, frames, args.tile, args.halo, args.batch)
-        row["artefact"] = getattr(runner, "path", Path("torch eager")).name
+        row["artefact"] = name
         rows.append(row)
         print(f"{row['artefact']:>18}: stream {row['fps']:.2f} fps, {row['mpx_per_s']:.3f} Mpx/s; bare runner "
               f"{row['bare_mpx_per_s']:.3f} Mpx/s; overhead {row['overhead'] * 100:+.1f} %", flush=True)

@@ -13,12 +13,10 @@ against the artefact, and int8 figures are fp32-equivalent operations per second
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from functools import cache
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,11 @@ from ssran_edge.atomic import sha256_file
 from ssran_edge.card import ModelCard
 from ssran_edge.checkpoint import load_model
 from ssran_edge.data.patches import Calibration
-from ssran_edge.errors import DataError
-from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner
+from ssran_edge.errors import DataError, SSRANEdgeError
+from ssran_edge.records import MANIFEST, Manifest
+from ssran_edge.runtime import backends
+from ssran_edge.runtime.backends import BACKEND, artefact_of
+from ssran_edge.runtime.runners import Runner
 from ssran_edge.tiling import run_tiled
 
 log = logging.getLogger("ssran_edge.bench")
@@ -92,15 +93,16 @@ def ensure_export(config: str, root: Path, quick: bool = False) -> Path:
 
     weights = weights_of(config)
     out = root / (config if weights.parent.name == "models" else weights.stem)
-    manifest = out / "manifest.json"
+    manifest = out / MANIFEST
     calibration = QUICK_CALIBRATION if quick else default_calibration(ModelCard.read(weights))
     if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        options = m["options"]
-        if (m.get("source_sha256") == sha256_file(weights) and options.get("int8") and options.get("fp16")
-                and (options.get("calib_method"), options.get("calib_samples"), options.get("calib_tile"))
-                == calibration):
-            return out
+        try:
+            m = Manifest.read(manifest)
+        except SSRANEdgeError as exc:  # an older or damaged folder: export it again
+            log.info("%s", exc)
+        else:
+            if m.source_sha256 == sha256_file(weights) and m.made("int8", "fp16") and m.calibration == calibration:
+                return out
     log.info("exporting %s to %s (fp32, fp16, int8 calibrated by %s on %d tiles)", config, out,
              calibration.method, calibration.samples)
     gate = {**DEFAULT_MAX_DROP_DB, **({"int8": QUICK_MAX_DROP_INT8} if quick else {})}
@@ -124,34 +126,30 @@ def artefacts(config: str, export_dir: Path | None, precisions: tuple[str, ...] 
     weights = str(weights_of(config))
     found = [Artefact(config, "torch fp32 whole frame", "torch", "fp32", weights, whole_frame=True),
              Artefact(config, "torch fp32", "torch", "fp32", weights)]
-    if export_dir is None or not (export_dir / "manifest.json").is_file():
+    if export_dir is None or not (export_dir / MANIFEST).is_file():
         return found
-    manifest = json.loads((export_dir / "manifest.json").read_text())
-    for a in manifest["artefacts"]:
-        if a["precision"] not in precisions:
+    for a in Manifest.in_folder(export_dir).artefacts:
+        if a.precision not in precisions:
             continue
-        backend = "trt" if a["file"].endswith(".engine") else "ort"
-        found.append(Artefact(config, f"{backend} {a['file']}", backend, a["precision"], str(export_dir / a["file"])))
-        if backend == "ort" and not a["file"].endswith("_cpu.onnx") and find_spec("openvino"):
-            for hint, suffix in (("AUTO", ""), ("LATENCY", " latency")):
-                found.append(Artefact(config, f"openvino {a['file']}{suffix}", "openvino", a["precision"],
-                                      str(export_dir / a["file"]), hint=hint))
+        path = str(export_dir / a.file)
+        opens = artefact_of(path).opens  # the first always (a manifest's engines were built here), others installed
+        for backend in [b for i, b in enumerate(opens) if i == 0 or BACKEND[b].installed()]:
+            for hint, suffix in VARIANTS.get(backend, (("", ""),)):
+                found.append(Artefact(config, f"{backend} {a.file}{suffix}", backend, a.precision, path, hint=hint))
     return found
+
+
+# A backend measured more than one way: OpenVINO as `run` uses it (AUTO: a frame's tiles over several
+# requests) and LATENCY-only (one tile at a time).
+VARIANTS = {"openvino": (("AUTO", ""), ("LATENCY", " latency"))}
 
 
 def open_runner(artefact: Artefact, threads: int = 0, spinning: bool = True) -> Runner:
     """The runner for an artefact. For latency, ONNX Runtime's workers spin between parallel sections
     (~5 % faster alone on 2 cores); `ssran-edge run` makes them sleep (spinning=False), which gives the
     same or better stream throughput and leaves the cores to the other stages and to other work."""
-    if artefact.backend == "torch":
-        return TorchRunner(artefact.path)
-    if artefact.backend == "ort":
-        return OrtRunner(artefact.path, threads=threads, spinning=spinning)
-    if artefact.backend == "openvino":
-        return OpenVinoRunner(artefact.path, hint=artefact.hint or "AUTO", threads=threads)
-    from ssran_edge.runtime.runners import TrtRunner
-
-    return TrtRunner(artefact.path)
+    return backends.open_runner(artefact.path, artefact.backend, threads=threads, spinning=spinning,
+                                hint=artefact.hint or "AUTO")
 
 
 @cache

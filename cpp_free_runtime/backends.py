@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,6 @@ from ssran_edge.runtime.loaders import read_metadata
 from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner, TrtRunner
 
 log = logging.getLogger("ssran_edge.runtime")
-BACKENDS = ("auto", "trt", "ort", "openvino", "torch")
 DEVICE = re.compile(r"|cpu|cuda(:\d+)?")  # "" = the best available
 # OpenVINO's device names: CPU, GPU, GPU.1, NPU, and lists over them: AUTO, AUTO:GPU,CPU
 OPENVINO_DEVICE = re.compile(r"cpu|gpu(\.\d+)?|npu|(auto|multi|hetero)(:[a-z0-9.]+(,[a-z0-9.]+)*)?", re.IGNORECASE)
@@ -50,6 +50,11 @@ class Selection:
     card: ModelCard | None  # None: an ONNX from another tool
     tile: int
     model: Path | None = None  # the file asked for (weights, ONNX or engine)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the runner computes on a GPU (TensorRT, CUDA ONNX Runtime or PyTorch, OpenVINO's GPU)."""
+        return self.runner.device.lower().startswith(("cuda", "gpu"))
 
     @property
     def wavelengths(self) -> list[float] | None:
@@ -76,78 +81,180 @@ def _cuda_torch() -> bool:
     return torch.cuda.is_available()
 
 
+# ---------------------------------------------------------------- the table: backends x artefacts -> runner
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A `--backend`: the runner it builds, the library behind it, the devices it takes."""
+
+    name: str
+    runtime: str  # the library (what a manifest's "runtimes" lists)
+    module: str  # importable when the backend is installed
+    runner: Callable[..., Runner]  # (path, device, threads, spinning, hint) -> an inactive runner
+    best_device: Callable[[], str]  # what --device "" means to select_runner: the best this machine has
+    default_device: str = "cpu"  # what --device "" means to open_runner: the same on every machine
+    devices: re.Pattern = DEVICE
+    device_help: str = "use cpu, cuda or cuda:N"
+    extra: str | None = None  # the pip extra --backend NAME needs, checked before anything else
+
+    def installed(self) -> bool:
+        return find_spec(self.module) is not None
+
+    def check_device(self, device: str) -> None:
+        if self.extra:
+            require(self.extra, f"--backend {self.name}")
+        if device and not self.devices.fullmatch(device):
+            hint = " (an OpenVINO device: add --backend openvino)" if OPENVINO_DEVICE.fullmatch(device) else ""
+            raise RunnerError(f"--device {device!r}: {self.device_help}{hint if self.devices is DEVICE else ''}")
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A kind of model file: how it is recognised, what it holds, who opens it."""
+
+    kind: str
+    what: str  # "a TensorRT engine": the selection's reason where nothing else decides
+    matches: Callable[[Path], bool]
+    opens: tuple[str, ...]  # the backends that open the file itself, preferred first
+    precisions: tuple[str, ...]
+    portable: bool  # runs on other machines and other runtimes' versions
+    refusal: str  # for a backend that cannot take it; {name} is the file's name
+    via_onnx: bool = False  # also runs as the ONNX exported from it (ort, openvino)
+
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        return self.opens + (ONNX_BACKENDS if self.via_onnx else ())
+
+    @property
+    def runtimes(self) -> list[str]:
+        return [BACKEND[b].runtime for b in self.opens]
+
+    def refuse_unless(self, backend: str, path: Path) -> None:
+        if backend != "auto" and backend not in self.accepts:
+            raise RunnerError(self.refusal.format(name=path.name))
+
+
+def _suffix(*suffixes: str) -> Callable[[Path], bool]:
+    return lambda path: path.suffix.lower() in suffixes
+
+
+def _cpu_graph(path: Path) -> bool:
+    """ONNX Runtime's optimised CPU graph of an export (`model_cpu.onnx`, `model_int8_cpu.onnx`): fused
+    and com.microsoft operators, NCHWc layouts: ONNX Runtime's CPU provider only."""
+    return path.suffix.lower() == ".onnx" and path.stem.endswith("_cpu")
+
+
+ONNX_BACKENDS = ("ort", "openvino")
+TABLE = (
+    Backend("trt", "tensorrt", "tensorrt", lambda p, d, t, spinning, hint: TrtRunner(p, d), lambda: "cuda:0",
+            default_device="cuda:0"),
+    Backend("ort", "onnxruntime", "onnxruntime",
+            lambda p, d, t, spinning, hint: OrtRunner(p, "cuda" if d.startswith("cuda") else "cpu", t, spinning),
+            lambda: "cuda" if _ort_has_cuda() else "cpu"),
+    Backend("openvino", "openvino", "openvino",
+            lambda p, d, t, spinning, hint: OpenVinoRunner(p, d, hint=hint, threads=t), lambda: "CPU",
+            default_device="CPU", devices=OPENVINO_DEVICE,
+            device_help="OpenVINO devices are CPU, GPU, GPU.N, NPU or AUTO", extra="openvino"),
+    Backend("torch", "torch", "torch", lambda p, d, t, spinning, hint: TorchRunner(p, d),
+            lambda: "cuda" if _cuda_torch() else "cpu"),
+)
+BACKEND = {b.name: b for b in TABLE}
+ARTEFACTS = (  # the first that matches a path is its kind
+    Artefact("engine", "a TensorRT engine", _suffix(".engine", ".plan"), ("trt",), ("fp32", "fp16", "int8"), False,
+             "{name} is a TensorRT engine: use --backend trt (or auto)"),
+    Artefact("onnx-cpu", "an ONNX model", _cpu_graph, ("ort",), ("fp32", "int8"), False,
+             "{name} is ONNX Runtime's own CPU graph (*_cpu.onnx): use --backend ort (or auto); for OpenVINO or "
+             "TensorRT, give the portable ONNX beside it"),
+    Artefact("onnx", "an ONNX model", _suffix(".onnx"), ONNX_BACKENDS, ("fp32", "fp16", "int8"), True,
+             "{name} is an ONNX model: use --backend ort, openvino (or auto); for TensorRT, build an engine with "
+             "python -m export --engine"),
+    Artefact("weights", "weights", lambda path: True, ("torch",), ("fp32",), True,
+             "--backend trt needs an engine: build one with python -m export --fp16 --engine", via_onnx=True),
+)
+BACKENDS = ("auto", *BACKEND)  # the CLI's --backend choices: ("auto", "trt", "ort", "openvino", "torch")
+
+
+def artefact_of(path: str | Path) -> Artefact:
+    """The table's row for a model file (weights where nothing else matches)."""
+    return next(a for a in ARTEFACTS if a.matches(Path(path)))
+
+
+def open_runner(path: str | Path, backend: str, device: str = "", threads: int = 0, *, spinning: bool = False,
+                hint: str = "AUTO") -> Runner:
+    """The one place a runner is built for a model file: `backend` must open its kind (the table), `device`
+    "" is the backend's default here ("cpu", OpenVINO's "CPU", "cuda:0" for TensorRT), not the best one
+    (select_runner decides that). spinning: ONNX Runtime's workers; hint: OpenVINO's performance hint."""
+    path = Path(path)
+    if backend not in BACKEND:
+        raise RunnerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND)}")
+    artefact = artefact_of(path)
+    if backend not in artefact.opens:
+        raise RunnerError(artefact.refusal.format(name=path.name))
+    row = BACKEND[backend]
+    return row.runner(path, device or row.default_device, threads, spinning, hint)
+
+
 def select_runner(model: str | Path | None, backend: str = "auto", device: str = "", threads: int = 0,
                   onnx_for: Callable[[Path], Path] | None = None) -> Selection:
     from ssran_edge.assets import model_path
 
     if backend not in BACKENDS:
         raise RunnerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "openvino":
-        require("openvino", "--backend openvino")
-        if device and not OPENVINO_DEVICE.fullmatch(device):
-            raise RunnerError(f"--device {device!r}: OpenVINO devices are CPU, GPU, GPU.N, NPU or AUTO")
-    elif not DEVICE.fullmatch(device):  # checked even where the backend would not use it: a typo is not "auto"
-        hint = " (an OpenVINO device: add --backend openvino)" if OPENVINO_DEVICE.fullmatch(device) else ""
-        raise RunnerError(f"--device {device!r}: use cpu, cuda or cuda:N{hint}")
+    # checked even where the backend would not use it: a typo is not "auto"
+    BACKEND.get(backend, BACKEND["ort"]).check_device(device)
     path = model_path(model)
     if not path.exists():
         raise RunnerError(f"model {path}: no such file")
-    selection = _select(path, backend, device, threads, onnx_for)
+    artefact = artefact_of(path)
+    selection = SELECT[artefact.kind](path, artefact, backend, device, threads, onnx_for)
     selection.model = path
     return selection
 
 
-def _select(path: Path, backend: str, device: str, threads: int,
-            onnx_for: Callable[[Path], Path] | None) -> Selection:
-    suffix = path.suffix.lower()
-    if suffix in (".engine", ".plan"):
-        if backend not in ("auto", "trt"):
-            raise RunnerError(f"{path.name} is a TensorRT engine: use --backend trt (or auto)")
-        sidecar = read_sidecar(path)
-        return Selection(TrtRunner(path), "trt", "a TensorRT engine", ModelCard.from_metadata(sidecar, str(path)),
-                         int(sidecar.get(PREFIX + "export_tile", 256)))
-    if suffix == ".onnx":
-        if backend in ("torch", "trt"):
-            raise RunnerError(f"{path.name} is an ONNX model: use --backend ort, openvino (or auto); for "
-                              "TensorRT, build an engine with python -m export --engine")
-        return _onnx(path, backend, device, threads, "an ONNX model")
+def _engine(path: Path, artefact: Artefact, backend: str, device: str, threads: int, onnx_for) -> Selection:
+    artefact.refuse_unless(backend, path)
+    sidecar = read_sidecar(path)
+    runner = open_runner(path, "trt", device if device.startswith("cuda") else "")
+    return Selection(runner, runner.label, artefact.what, ModelCard.from_metadata(sidecar.metadata(), str(path)),
+                     sidecar.export_tile)
+
+
+def _weights(path: Path, artefact: Artefact, backend: str, device: str, threads: int, onnx_for) -> Selection:
     card = ModelCard.read(path)
-    if backend == "trt":
-        raise RunnerError("--backend trt needs an engine: build one with python -m export --fp16 --engine")
-    if backend == "torch" or (backend == "auto" and (device.startswith("cuda") or (not device and _cuda_torch()))):
-        torch_device = device or ("cuda" if _cuda_torch() else "cpu")
-        why = "CUDA PyTorch (no engine given)" if torch_device.startswith("cuda") else "requested"
-        return Selection(TorchRunner(path, torch_device), f"torch-{torch_device}", why, card, card.inference.tile)
+    artefact.refuse_unless(backend, path)
+    if backend == "auto" and (device.startswith("cuda") or (not device and _cuda_torch())):
+        backend = "torch"
+    if backend in artefact.opens:  # the weights themselves: PyTorch
+        runner = open_runner(path, backend, device or BACKEND[backend].best_device())
+        why = "CUDA PyTorch (no engine given)" if runner.device.startswith("cuda") else "requested"
+        return Selection(runner, runner.label, why, card, card.inference.tile)
+    why = "faster than PyTorch eager on a CPU" if backend == "auto" else "requested"
     onnx_path = onnx_beside(path)
     if onnx_path is None:
         if onnx_for is None:
             raise RunnerError(f"{path.name}: no ONNX exported from these weights beside them; export one "
                               "(python -m export) or run with --backend torch")
         onnx_path = onnx_for(path)
-    why = "faster than PyTorch eager on a CPU" if backend == "auto" else "requested"
-    return _onnx(onnx_path, backend, device, threads, why)
+    return _onnx(onnx_path, artefact_of(onnx_path), backend, device, threads, onnx_for, why)
 
 
-def _onnx(path: Path, backend: str, device: str, threads: int, why: str) -> Selection:
-    if backend == "openvino":
-        return _openvino(path, device or "CPU", threads, "requested")
-    if backend == "auto" and not device.startswith("cuda") and not _ort_has_cuda():
-        choice = measured_cpu_backend(path, threads)
-        if choice is not None and choice["backend"] == "openvino":
-            return _openvino(path, "CPU", threads, f"{why}; OpenVINO measured >= {choice['ratio']:.2f}x faster "
-                                                   f"than ONNX Runtime on this CPU")
-    return _ort(path, device, threads, why)
+def _onnx(path: Path, artefact: Artefact, backend: str, device: str, threads: int, onnx_for,
+          why: str = "") -> Selection:
+    artefact.refuse_unless(backend, path)
+    why = why or ("requested" if backend != "auto" else artefact.what)
+    if backend == "auto":
+        backend = "ort"
+        if "openvino" in artefact.opens and not device.startswith("cuda") and not _ort_has_cuda():
+            choice = measured_cpu_backend(path, threads)
+            if choice is not None and choice["backend"] == "openvino":
+                backend, device = "openvino", "CPU"
+                why = f"{why}; OpenVINO measured >= {choice['ratio']:.2f}x faster than ONNX Runtime on this CPU"
+    runner = open_runner(path, backend, device or BACKEND[backend].best_device(), threads)
+    return Selection(runner, runner.label, why, runner.card, runner.tile)
 
 
-def _openvino(path: Path, device: str, threads: int, why: str) -> Selection:
-    runner = OpenVinoRunner(path, device, threads=threads)
-    return Selection(runner, runner.name, why, runner.card, runner.tile)
-
-
-def _ort(path: Path, device: str, threads: int, why: str) -> Selection:
-    provider = "cuda" if device.startswith("cuda") or (not device and _ort_has_cuda()) else "cpu"
-    runner = OrtRunner(path, provider, threads)
-    return Selection(runner, f"ort-{provider}", why, runner.card, runner.tile)
+SELECT = {"engine": _engine, "onnx-cpu": _onnx, "onnx": _onnx, "weights": _weights}  # by Artefact.kind
 
 
 def measured_cpu_backend(path: Path, threads: int = 0) -> dict | None:

@@ -9,22 +9,20 @@ run) on machines without a GPU. Written against the TensorRT 10 Python API.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ssran_edge.errors import EngineError, one_line
+from ssran_edge.records import ENGINE_FORMAT as FORMAT
+from ssran_edge.records import REBUILD, EngineSidecar, read_json_object
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-FORMAT = "ssran-edge-engine"
-REBUILD = "rebuild it with python -m export"
 
 log = logging.getLogger("ssran_edge.runtime")
-
-
 
 
 # ---------------------------------------------------------------- platform probe
@@ -157,54 +155,48 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
-SIDECAR_KEYS = ("tensorrt", "gpu", "compute_capability", "precision", "profiles", "inputs", "outputs")
+SIDECAR_KEYS = ("tensorrt", "gpu", "compute_capability", "precision", "profiles", "inputs", "outputs")  # required
 
 
-def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+def read_sidecar(engine_path: str | Path) -> EngineSidecar:
     engine_path = Path(engine_path)
     path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise EngineError(f"no sidecar {path.name} beside the engine {engine_path}; {REBUILD}")
-    try:
-        sidecar = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EngineError(f"corrupt sidecar {path} ({one_line(exc)}); {REBUILD}") from None
-    if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
-        raise EngineError(f"corrupt sidecar {path}: not an {FORMAT} sidecar; {REBUILD}")
-    missing = [k for k in SIDECAR_KEYS if k not in sidecar]
-    if missing:
-        raise EngineError(f"corrupt sidecar {path}: lacks {', '.join(missing)}; {REBUILD}")
-    return sidecar
+    obj = read_json_object(path, EngineError, fmt=FORMAT,
+                           missing=f"no sidecar {path.name} beside the engine {engine_path}; {REBUILD}",
+                           corrupt=f"corrupt sidecar {path} ({{why}}); {REBUILD}",
+                           foreign=f"corrupt sidecar {path}: not an {FORMAT} sidecar; {REBUILD}")
+    return EngineSidecar.from_dict(obj, str(path))
 
 
-def check_compatible(sidecar: dict[str, Any], platform: dict[str, Any], *, name: str | None = None) -> None:
+def check_compatible(sidecar: EngineSidecar | Mapping[str, Any], platform: Mapping[str, Any], *,
+                     name: str | None = None) -> None:
     """Raise EngineError (one line) unless an engine with this sidecar can run on `platform`.
 
     Pure: no TensorRT import. TensorRT refuses plans from another version, and a plan's kernels are
     tuned (and may only be valid) for the GPU model it was built on, so both must match exactly.
     """
-    name = name or sidecar.get("engine") or "this engine"
-    built, here = str(sidecar.get("tensorrt")), str(platform.get("tensorrt"))
+    sidecar = EngineSidecar.from_dict(sidecar, name or "sidecar")
+    name = name or sidecar.engine or "this engine"
+    built, here = str(sidecar.tensorrt), str(platform.get("tensorrt"))
     if built != here:
         raise EngineError(f"{name} was built with TensorRT {built} but this machine has {here}; {REBUILD}")
-    b_gpu, b_cc = sidecar.get("gpu"), str(sidecar.get("compute_capability"))
+    b_gpu, b_cc = sidecar.gpu, str(sidecar.compute_capability)
     h_gpu, h_cc = platform.get("gpu"), str(platform.get("compute_capability"))
     if b_cc != h_cc or b_gpu != h_gpu:
         raise EngineError(f"{name} was built for {b_gpu} ({_sm(b_cc)}), this GPU is {h_gpu} ({_sm(h_cc)}); "
                           "engines are not portable between GPUs: rebuild it on this machine")
-    dla_core = sidecar.get("dla_core")
-    if dla_core is not None:
+    if sidecar.dla_core is not None:
         cores = int(platform.get("dla_cores") or 0)
-        if int(dla_core) >= cores:
+        if sidecar.dla_core >= cores:
             have = "no DLA" if cores == 0 else f"only {cores} DLA core{'s' if cores > 1 else ''}"
-            raise EngineError(f"{name} was built for DLA core {dla_core} but this machine has {have}; "
+            raise EngineError(f"{name} was built for DLA core {sidecar.dla_core} but this machine has {have}; "
                               "rebuild it without dla_core or on a device with that DLA core")
 
 
 # ---------------------------------------------------------------- load
 
 
-def load_engine(engine_path: str | Path) -> tuple[trt.ICudaEngine, dict[str, Any]]:
+def load_engine(engine_path: str | Path) -> tuple[trt.ICudaEngine, EngineSidecar]:
     """(deserialized ICudaEngine, sidecar), after checking the engine was built for this TensorRT and GPU."""
     engine_path = Path(engine_path)
     if not engine_path.is_file():
@@ -215,8 +207,7 @@ def load_engine(engine_path: str | Path) -> tuple[trt.ICudaEngine, dict[str, Any
     sidecar = read_sidecar(engine_path)
     check_compatible(sidecar, platform_info(), name=engine_path.name)
     corrupt = f"{engine_path}: corrupt or truncated engine"
-    expected = sidecar.get("engine_sha256")
-    if expected and hashlib.sha256(data).hexdigest() != expected:
+    if sidecar.engine_sha256 and hashlib.sha256(data).hexdigest() != sidecar.engine_sha256:
         # Checked before TensorRT sees the bytes: a damaged plan can crash deserialization, not just fail it.
         raise EngineError(f"{corrupt} (it does not match the checksum in {sidecar_path(engine_path).name}); {REBUILD}")
 
@@ -225,13 +216,13 @@ def load_engine(engine_path: str | Path) -> tuple[trt.ICudaEngine, dict[str, Any
     logger = _trt_logger(trt)
     logger.errors = []
     runtime = trt.Runtime(logger)
-    if sidecar.get("dla_core") is not None:
-        runtime.DLA_core = int(sidecar["dla_core"])  # a DLA plan must be deserialized onto its core
+    if sidecar.dla_core is not None:
+        runtime.DLA_core = sidecar.dla_core  # a DLA plan must be deserialized onto its core
     engine = runtime.deserialize_cuda_engine(data)  # the engine keeps the runtime alive
     if engine is None:
         why = f" ({logger.errors[-1]})" if logger.errors else ""
         raise EngineError(f"{corrupt}{why}; {REBUILD}")
     names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
-    if names != set(sidecar["inputs"]) | set(sidecar["outputs"]):
+    if names != set(sidecar.inputs) | set(sidecar.outputs):
         raise EngineError(f"{engine_path}: tensors {sorted(names)} do not match its sidecar; {REBUILD}")
     return engine, sidecar

@@ -25,11 +25,18 @@ FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 class Runner:
+    """The contract every backend keeps. The checks live here, once: infer() before activate() is a
+    RunnerError; an input that is not (N, in_bands, H, W) is a DataError; so is an output that is not
+    (N, out_bands, H, W) for it (a graph whose symbolic shapes promised more than it does); the output
+    comes back float32. `device` is a string everywhere ("cpu", "cuda:0", OpenVINO's "CPU", "GPU.1"...)."""
+
     name = "runner"
     in_bands: int = 0
     out_bands: int = 0
     card: ModelCard | None = None  # None: an ONNX from another tool (bands from its static shapes)
     requests: int = 1  # tiles a call should carry to keep the backend busy (OpenVINO THROUGHPUT: its requests)
+    device: str = "cpu"
+    path: Path | None = None  # the artefact (or weights) it runs
 
     def __init__(self) -> None:
         self.active = False
@@ -39,6 +46,16 @@ class Runner:
     def tile(self) -> int:
         """The tile size the model was chosen at (its card); 256 for an ONNX from another tool."""
         return self.card.inference.tile if self.card else 256
+
+    @property
+    def label(self) -> str:
+        """The backend as a run reports it: "ort-cpu", "openvino-gpu", "torch-cuda", "trt"."""
+        return self.name
+
+    @property
+    def source(self) -> str:
+        """How messages name what runs: the artefact's file name, else the runner's name."""
+        return self.path.name if self.path is not None else self.name
 
     def activate(self) -> Runner:
         if not self.active:
@@ -65,15 +82,30 @@ class Runner:
         started = time.perf_counter()
         out = self.infer_impl(np.ascontiguousarray(batch, dtype=np.float32))
         self.inference_seconds += time.perf_counter() - started
+        n, _, h, w = batch.shape
+        if out.shape != (n, self.out_bands, h, w):
+            raise DataError(f"{self.source}: output {tuple(out.shape)} for input {tuple(batch.shape)}; the runtime "
+                            f"needs ({n}, {self.out_bands}, {h}, {w})")
         self.calls += 1
-        return out
+        return out.astype(np.float32, copy=False)
 
     def activate_impl(self) -> None: ...
 
     def deactivate_impl(self) -> None: ...
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        """(N, in_bands, h, w) float32 -> (N, out_bands, h, w), any float dtype (infer() checks and converts)."""
         raise NotImplementedError
+
+
+def cuda_device(device: str | int) -> tuple[str, int]:
+    """("cuda:N", N) from N, "cuda" or "cuda:N"; RunnerError otherwise."""
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return f"cuda:{device}", device
+    kind, _, index = str(device).partition(":")
+    if kind == "cuda" and (not index or index.isdigit()):
+        return f"cuda:{int(index or 0)}", int(index or 0)
+    raise RunnerError(f"device {device!r}: a CUDA device is cuda, cuda:N or N")
 
 
 class TorchRunner(Runner):
@@ -89,9 +121,14 @@ class TorchRunner(Runner):
             raise RunnerError("the torch backend needs PyTorch: pip install 'ssran-edge[train]' "
                               "(on a Jetson, NVIDIA's own torch wheel)") from None
 
+        self.path = Path(weights)
         self.model, self.card = load_model(weights)
         self.in_bands, self.out_bands = self.card.in_bands, self.card.out_bands
-        self.device, self.half = device, half
+        self.device, self.half = str(device), half
+
+    @property
+    def label(self) -> str:
+        return f"torch-{self.device}"
 
     def activate_impl(self) -> None:
         import torch
@@ -129,6 +166,7 @@ class OrtRunner(Runner):
             raise RunnerError(f"ort: unknown provider {provider!r}; choose one of {', '.join(self.PROVIDERS)}")
         self.provider, self.threads, self.spinning = provider, threads, spinning
         self.name = f"ort-{provider}"
+        self.device = "cpu" if provider == "cpu" else "cuda:0"  # the CUDA and TensorRT providers' default GPU
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
@@ -186,12 +224,7 @@ class OrtRunner(Runner):
         self.session = None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
-        n, _, h, w = batch.shape
-        if out.shape != (n, self.out_bands, h, w):  # a graph whose symbolic shapes promised more than it does
-            raise DataError(f"{self.path.name}: output {out.shape} for input {batch.shape}; the runtime needs "
-                            f"({n}, {self.out_bands}, {h}, {w})")
-        return out.astype(np.float32, copy=False)
+        return self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
 
 
 class TrtRunner(Runner):
@@ -201,11 +234,12 @@ class TrtRunner(Runner):
 
     name = "trt"
 
-    def __init__(self, engine_path: str | Path, device: int = 0):
+    def __init__(self, engine_path: str | Path, device: str | int = "cuda:0"):
         super().__init__()
-        self.path, self.device_index = Path(engine_path), device
+        self.path = Path(engine_path)
+        self.device, self.device_index = cuda_device(device)
         # build_engine merges the artefact's card metadata into the sidecar
-        self.card = ModelCard.from_metadata(read_sidecar(self.path), str(self.path))
+        self.card = ModelCard.from_metadata(read_sidecar(self.path).metadata(), str(self.path))
         if self.card is not None:
             self.in_bands, self.out_bands = self.card.in_bands, self.card.out_bands
 
@@ -221,8 +255,8 @@ class TrtRunner(Runner):
             self.engine, self.sidecar = load_engine(self.path)
             self.context = self.engine.create_execution_context()
             self.stream = cuda.Stream()
-            self.input_name = self.sidecar["inputs"][0]
-            self.output_name = self.sidecar["outputs"][0]
+            self.input_name = self.sidecar.inputs[0]
+            self.output_name = self.sidecar.outputs[0]
             _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
             self.max_shape = tuple(max_shape)
             self.in_bands = int(self.max_shape[1])
@@ -262,7 +296,7 @@ class TrtRunner(Runner):
             raise RunnerError("trt: execute_async_v3 failed (see the TensorRT log)")
         self.cuda.memcpy_dtoh_async(self.host_out[:size_out], self.dev_out, self.stream)
         self.stream.synchronize()
-        return self.host_out[:size_out].reshape(n, self.out_bands, h, w).astype(np.float32)
+        return self.host_out[:size_out].reshape(n, self.out_bands, h, w).astype(np.float32)  # a copy: reused buffers
 
 
 class OpenVinoRunner(Runner):
@@ -382,10 +416,7 @@ class OpenVinoRunner(Runner):
                 for request, row in rows:
                     request.wait()
                     out[row] = request.get_output_tensor(0).data[0]
-        if out.shape != (n, self.out_bands, h, w):
-            raise DataError(f"{self.path.name}: output {out.shape} for input {batch.shape}; the runtime needs "
-                            f"({n}, {self.out_bands}, {h}, {w})")
-        return out.astype(np.float32, copy=False)
+        return out
 
 
 def _openvino_failure(exc: BaseException) -> str:

@@ -4,7 +4,6 @@ appears under its final name; the run then exits non-zero."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -22,8 +21,10 @@ from ssran_edge.data.protocols import Pair, ProtocolData, protocol_of_card
 from ssran_edge.errors import DataError, DriftGateError, ExportError, SSRANEdgeError
 from ssran_edge.export import drift as drift_gate
 from ssran_edge.export.onnx_export import convert_fp16, export_fp32, ort_optimize, save_onnx, set_metadata
+from ssran_edge.records import MANIFEST, Manifest, ManifestArtefact
+from ssran_edge.runtime.backends import BACKEND, artefact_of, open_runner
 from ssran_edge.runtime.engines import sidecar_path
-from ssran_edge.runtime.runners import OpenVinoRunner, OrtRunner, Runner, TorchRunner, TrtRunner
+from ssran_edge.runtime.runners import Runner
 
 log = logging.getLogger("ssran_edge.export")
 
@@ -96,7 +97,7 @@ def _writable(folder: Path) -> None:
         raise ExportError(f"output folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
-def run_export(opts: ExportOptions) -> dict:
+def run_export(opts: ExportOptions) -> Manifest:
     """Produce the artefacts; returns the manifest. Raises ExportError when a gate fails (after the
     passing artefacts have landed)."""
     check_options(opts)
@@ -134,20 +135,20 @@ def run_export(opts: ExportOptions) -> dict:
             manifest = _build_all(opts, model, card, data, val, tile, stage, trt_ok, trt_reason)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        manifest["seconds"] = round(time.perf_counter() - started, 1)
-        write_json(opts.output / "manifest.json", manifest)
+        manifest.seconds = round(time.perf_counter() - started, 1)
+        manifest.write(opts.output / MANIFEST)
     finally:
         lock.release()
-    failed = [d["artefact"] for d in manifest["drift"] if not d["passed"]]
+    failed = [d["artefact"] for d in manifest.drift if not d["passed"]]
     if failed:
         raise DriftGateError(f"accuracy-drift gate failed for {', '.join(failed)} (see {opts.output / 'drift.md'}); "
                           "those artefacts were not written")
     return manifest
 
 
-def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, trt_reason: str) -> dict:
+def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, trt_reason: str) -> Manifest:
     common = dict(export_tile=tile, export_halo=opts.halo, weights_sha256=sha256_file(opts.weights))
-    with TorchRunner(opts.weights) as fp32_torch:  # every artefact, the reference too, runs through a runner
+    with open_runner(opts.weights, "torch") as fp32_torch:  # every artefact, the reference too, runs through one
         references = drift_gate.reference_outputs(fp32_torch.infer, val, card.out_bands, tile)
 
     def gate(name: str, precision: str, runner: Runner) -> drift_gate.Drift:
@@ -160,12 +161,13 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
 
     staged: list[tuple[str, drift_gate.Drift, dict]] = []  # (file name, drift, extra manifest fields)
 
-    openvino = importlib.util.find_spec("openvino") is not None
-
     def add_onnx(name: str, precision: str, extra: dict) -> None:
-        staged.append((name, gate(name, precision, OrtRunner(stage / name)), extra))
-        if openvino and not name.endswith("_cpu.onnx"):  # a portable graph serves OpenVINO too: gate it there
-            staged.append((name, gate(f"{name} via openvino", precision, OpenVinoRunner(stage / name)), {}))
+        """Gated on every installed backend the table says opens it: ONNX Runtime, and OpenVINO for a
+        portable graph (not ONNX Runtime's own *_cpu.onnx)."""
+        backends = [b for b in artefact_of(stage / name).opens if BACKEND[b].installed()]
+        for i, backend in enumerate(backends):
+            label = name if i == 0 else f"{name} via {backend}"
+            staged.append((name, gate(label, precision, open_runner(stage / name, backend)), extra if i == 0 else {}))
 
     proto = export_fp32(model, imgsz=min(tile, 64), dynamic=opts.dynamic, simplify=opts.simplify)
     save_onnx(set_metadata(proto, card.metadata("fp32", **common)), stage / "model.onnx")
@@ -199,31 +201,31 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
 
     # Land what passed on every runtime it was gated on (an engine with its sidecar); drop what failed, and
     # any older file of that name, so a stale artefact never passes for the new one.
-    artefacts = []
+    artefacts: list[ManifestArtefact] = []
     for name in dict.fromkeys(name for name, _, _ in staged):
         rows = [(result, extra) for file, result, extra in staged if file == name]
         passed = all(result.passed for result, _ in rows)
-        files = [name] + ([sidecar_path(Path(name)).name] if name.endswith(".engine") else [])
+        files = [name] + ([sidecar_path(Path(name)).name] if artefact_of(Path(name)).kind == "engine" else [])
         for f in files:
             if passed:
                 os.replace(stage / f, opts.output / f)
             else:
                 (opts.output / f).unlink(missing_ok=True)
         if passed:
-            (result, extra), others = rows[0], [r for r, _ in rows[1:]]
-            artefacts.append({"file": name, "precision": result.precision, "sha256": sha256_file(opts.output / name),
-                              "bytes": (opts.output / name).stat().st_size, **extra,
-                              **({"runtimes": ["onnxruntime", "openvino"]} if others else {})})
+            (result, extra) = rows[0]
+            runtimes = artefact_of(Path(name)).runtimes[: len(rows)] if len(rows) > 1 else None
+            artefacts.append(ManifestArtefact(name, result.precision, sha256_file(opts.output / name),
+                                              (opts.output / name).stat().st_size, runtimes, extra))
     drifts = [r for _, r, _ in staged]
     with atomic_path(opts.output / "drift.md") as tmp:
         tmp.write_text(f"# Accuracy drift: {card.protocol} validation split ({len(val)} regions, "
                        f"tile {tile})\n\n{drift_gate.MD_HEADER}\n" + "\n".join(d.markdown() for d in drifts) + "\n")
     write_json(opts.output / "drift.json", [d.to_dict() for d in drifts])
-    return {"ssran_edge_version": __version__, "source_weights": str(opts.weights),
-            "source_sha256": sha256_file(opts.weights), "protocol": card.protocol,
-            "bands": [card.in_bands, card.out_bands], "tile": tile, "halo": opts.halo,
-            "artefacts": artefacts, "drift": [d.to_dict() for d in drifts],
-            "tensorrt": "built" if trt_ok else f"skipped: {trt_reason}", "options": _jsonable(opts)}
+    return Manifest(ssran_edge_version=__version__, source_weights=str(opts.weights),
+                    source_sha256=sha256_file(opts.weights), protocol=card.protocol,
+                    bands=[card.in_bands, card.out_bands], tile=tile, halo=opts.halo, artefacts=artefacts,
+                    drift=[d.to_dict() for d in drifts], tensorrt="built" if trt_ok else f"skipped: {trt_reason}",
+                    options=_jsonable(opts))
 
 
 def _build_engines(opts, card, tile, stage, gate) -> list:
@@ -241,7 +243,7 @@ def _build_engines(opts, card, tile, stage, gate) -> list:
         build_engine(stage / source, stage / name, precision=precision, profiles=[profile],
                      workspace_gib=opts.workspace, timing_cache=cache, dla_core=dla,
                      extra_metadata=card.metadata(precision))
-        out.append((name, gate(name, precision, TrtRunner(stage / name)), {"dla_core": dla}))
+        out.append((name, gate(name, precision, open_runner(stage / name, "trt")), {"dla_core": dla}))
     return out
 
 

@@ -18,9 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ssran_edge.atomic import atomic_path, sha256_file, write_json
+from ssran_edge.atomic import atomic_path, sha256_file
 from ssran_edge.errors import EngineError, one_line
-from ssran_edge.runtime.engines import FORMAT, _trt_logger, platform_info, sidecar_path
+from ssran_edge.records import EngineSidecar
+from ssran_edge.runtime.engines import _trt_logger, platform_info, sidecar_path
 
 INPUT = "msi"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -243,25 +244,23 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
         with atomic_path(cache_path) as tmp, tmp.open("wb") as f:
             f.write(config.get_timing_cache().serialize())
 
-    sidecar = {
-        **(extra_metadata or {}),
-        "format": FORMAT,
-        "engine": engine_path.name,
-        "tensorrt": platform["tensorrt"],
-        "gpu": platform["gpu"],
-        "compute_capability": platform["compute_capability"],
-        "dla_core": dla_core,
-        "precision": precision,
-        "profiles": [{**p.to_json(), "in_bands": in_bands} for p in profiles],
-        "inputs": [INPUT],
-        "outputs": outputs,
-        "onnx": onnx_path.name,
-        "onnx_sha256": sha256_file(onnx_path),
-        "engine_sha256": sha256_file(engine_path),
-        "engine_bytes": engine_path.stat().st_size,
-        "workspace_gib": workspace_gib,
-        "build_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "build_seconds": round(seconds, 2),
-    }
-    write_json(sidecar_path(engine_path), sidecar)
+    EngineSidecar(
+        engine=engine_path.name,
+        tensorrt=platform["tensorrt"],
+        gpu=platform["gpu"],
+        compute_capability=platform["compute_capability"],
+        dla_core=dla_core,
+        precision=precision,
+        profiles=[{**p.to_json(), "in_bands": in_bands} for p in profiles],
+        inputs=[INPUT],
+        outputs=outputs,
+        onnx=onnx_path.name,
+        onnx_sha256=sha256_file(onnx_path),
+        engine_sha256=sha256_file(engine_path),
+        engine_bytes=engine_path.stat().st_size,
+        workspace_gib=workspace_gib,
+        build_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        build_seconds=round(seconds, 2),
+        extra=dict(extra_metadata or {}),
+    ).write(sidecar_path(engine_path))
     return engine_path

@@ -11,7 +11,6 @@ three modules later.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any, ClassVar
 
 from ssran_edge import __version__
 from ssran_edge.atomic import write_json
-from ssran_edge.errors import CheckpointError, one_line
+from ssran_edge.errors import CheckpointError
+from ssran_edge.records import read_json_object
 from ssran_edge.tiling import MIN_TILE
 
 FORMAT = "ssran-edge"
@@ -94,14 +94,9 @@ class ModelCard:
     def read(cls, weights: str | Path) -> ModelCard:
         """The card beside a weights file (`model.safetensors` -> `model.json`)."""
         path = sidecar_path(weights)
-        if not path.is_file():
-            raise CheckpointError(f"{weights}: no model card {path.name} beside it; not an ssran-edge model")
-        try:
-            obj = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path}: corrupt model card ({one_line(exc)})") from None
-        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not an ssran-edge model card")
+        obj = read_json_object(path, CheckpointError, fmt=FORMAT, foreign=f"{path}: not an ssran-edge model card",
+                               missing=f"{weights}: no model card {path.name} beside it; not an ssran-edge model",
+                               corrupt=f"{path}: corrupt model card ({{why}})")
         card = cls.from_dict(obj, str(path))
         missing = [k for k in cls.SIZE_FIELDS if getattr(card, k) is None]
         if missing:

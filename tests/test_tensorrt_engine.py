@@ -161,7 +161,9 @@ def test_read_sidecar_round_trip(tmp_path):
     engine.write_bytes(b"plan")
     sidecar_path(engine).write_text(json.dumps(sidecar_for(H200)))
     assert sidecar_path(engine).name == "ssran.plan.json"
-    assert read_sidecar(engine)["gpu"] == "NVIDIA H200"
+    sidecar = read_sidecar(engine)
+    assert sidecar.gpu == "NVIDIA H200" and sidecar.profiles == sidecar_for(H200)["profiles"]
+    assert sidecar.to_dict() == sidecar_for(H200)  # the same keys back: files on disk stay readable
 
 
 def test_missing_sidecar_is_refused(tmp_path):
@@ -284,14 +286,14 @@ def test_engine_builds_loads_and_records_its_platform(built, tiny_onnx, precisio
     path = engines[precision]
     engine, sidecar = load_engine(path)
     platform = platform_info()
-    assert sidecar["format"] == "ssran-edge-engine" and sidecar["precision"] == precision
-    assert {k: sidecar[k] for k in ("tensorrt", "gpu", "compute_capability")} == \
+    assert sidecar.to_dict()["format"] == "ssran-edge-engine" and sidecar.precision == precision
+    assert {k: getattr(sidecar, k) for k in ("tensorrt", "gpu", "compute_capability")} == \
         {k: platform[k] for k in ("tensorrt", "gpu", "compute_capability")}
-    assert sidecar["dla_core"] is None
-    assert sidecar["inputs"] == ["msi"] and sidecar["outputs"] == ["hsi"]
-    assert sidecar["profiles"] == [{"min": [1, 8, 8], "opt": [4, 32, 32], "max": [4, 32, 32], "in_bands": 4}]
-    assert sidecar["onnx_sha256"] == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
-    assert sidecar["bands"] == [490.0, 560.0, 665.0, 842.0] and sidecar["build_time"]
+    assert sidecar.dla_core is None
+    assert sidecar.inputs == ["msi"] and sidecar.outputs == ["hsi"]
+    assert sidecar.profiles == [{"min": [1, 8, 8], "opt": [4, 32, 32], "max": [4, 32, 32], "in_bands": 4}]
+    assert sidecar.onnx_sha256 == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
+    assert sidecar.extra["bands"] == [490.0, 560.0, 665.0, 842.0] and sidecar.build_time
     assert engine.num_io_tensors == 2 and engine.num_optimization_profiles == 1
     assert tuple(engine.get_tensor_shape("msi")) == (-1, IN_BANDS, -1, -1)
     assert not [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # atomic writes left nothing
@@ -308,7 +310,7 @@ def test_corrupt_engine_is_refused(built, tmp_path):
     source = engines["fp16"]
     truncated = tmp_path / "cut.plan"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    sidecar = read_sidecar(source)
+    sidecar = read_sidecar(source).to_dict()
     sidecar_path(truncated).write_text(json.dumps(sidecar))
     with pytest.raises(EngineError, match="corrupt or truncated engine"):  # caught by the checksum
         load_engine(truncated)
@@ -322,7 +324,7 @@ def test_engine_from_another_tensorrt_is_refused(built, tmp_path):
     engines, _ = built
     copy = tmp_path / "old.plan"
     copy.write_bytes(engines["fp32"].read_bytes())
-    sidecar = dict(read_sidecar(engines["fp32"]), tensorrt="8.6.2")
+    sidecar = read_sidecar(engines["fp32"]).replace(tensorrt="8.6.2").to_dict()
     sidecar_path(copy).write_text(json.dumps(sidecar))
     with pytest.raises(EngineError, match=r"old\.plan was built with TensorRT 8\.6\.2 but this machine has"):
         load_engine(copy)
@@ -334,7 +336,7 @@ def test_int8_engine_from_qdq_model(tiny_onnx, tmp_path):
     path = build_engine(qdq, tmp_path / "tiny.int8.plan", precision="int8", workspace_gib=0.5,
                         profiles=[Profile.for_tiles(IN_BANDS, tile=32, batch=4, min_tile=8)])
     engine, sidecar = load_engine(path)
-    assert sidecar["precision"] == "int8" and engine.num_io_tensors == 2
+    assert sidecar.precision == "int8" and engine.num_io_tensors == 2
 
 
 def test_unparseable_onnx_is_refused_in_one_line(tmp_path):
