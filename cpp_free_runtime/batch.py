@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,32 @@ from ssran_edge.errors import DataError, SSRANEdgeError, one_line
 
 log = logging.getLogger("ssran_edge.runtime")
 MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class SceneRecord:
+    """One scene's outcome: a line of the manifest (JSON with these keys; fields that are None are left
+    out, as a record written before this class was)."""
+
+    source: str
+    output: str
+    worker_pid: int | None = None
+    status: str = ""  # "done" or "failed"
+    sha256: str | None = None  # of the output, when done
+    error: str | None = None  # one line, when failed
+    seconds: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> SceneRecord:
+        """A manifest line's record; keys this class does not know are ignored. KeyError, TypeError or
+        ValueError for a line that is not a record."""
+        record = cls(**{f.name: obj[f.name] for f in fields(cls) if f.name in obj})
+        if not isinstance(record.source, str) or not isinstance(record.output, str):
+            raise TypeError("source and output must be strings")
+        return record
 
 
 def expand_sources(patterns: list[str]) -> list[Path]:
@@ -45,68 +72,68 @@ def output_for(scene: Path, folder: Path) -> Path:
 
 
 def reconstruct_scene(scene: str, output: str, model: str = "", backend: str = "auto", tile: int = 0,
-                      halo: int = 8, threads: int = 1) -> dict:
+                      halo: int = 8, threads: int = 1) -> SceneRecord:
     """One scene, as `ssran-edge run SCENE --output OUTPUT`; returns its manifest record (never raises:
     a failure is a record with its one-line error, so one bad scene cannot stop an archive)."""
+    from ssran_edge.geo import OUTPUT_SUFFIXES, GeoTiffOptions
     from ssran_edge.runtime.backends import opened_runner
-    from ssran_edge.runtime.pipeline import StreamPipeline
-    from ssran_edge.runtime.sinks import open_sink
+    from ssran_edge.runtime.pipeline import default_batch, open_stream
+    from ssran_edge.runtime.sinks import card_tags, open_sink
     from ssran_edge.runtime.sources import WindowedSceneSource, open_source
 
     started = time.perf_counter()
-    record: dict[str, Any] = {"source": scene, "output": output, "worker_pid": os.getpid()}
+    record = SceneRecord(scene, output, worker_pid=os.getpid())
     try:
         selection = opened_runner(model, backend, "", threads)
         source = open_source(scene)
-        sink = open_sink(output, large_scene=isinstance(source, WindowedSceneSource), single_frame=True)
+        geotiff = GeoTiffOptions(tags=card_tags(selection)) if Path(output).suffix.lower() in OUTPUT_SUFFIXES else None
+        sink = open_sink(output, large_scene=isinstance(source, WindowedSceneSource), single_frame=True,
+                         geotiff=geotiff)
         sink.lock()
         try:
             target = Path(output)
             for stale in target.parent.glob(f".{target.name}.*"):  # a killed worker's temp file; we hold the lock
                 if stale != sink.lock_path():
                     stale.unlink(missing_ok=True)
+            runner = selection.runner
             with source:
-                if source.bands is not None and source.bands != selection.runner.in_bands:
-                    raise DataError(f"{source.name}: {source.bands} bands, but the model takes "
-                                    f"{selection.runner.in_bands}")
-                sink.geo = getattr(source, "geo", None)
-                sink.open(selection.runner.out_bands, selection.wavelengths)
+                pipeline = open_stream(source, runner, sink, selection.wavelengths, tile=tile or selection.tile,
+                                       halo=halo, batch=default_batch(runner), queue_size=2)
                 try:
-                    StreamPipeline(source, selection.runner, sink, tile=tile or selection.tile, halo=halo, batch=1,
-                                   queue_size=2).run()
+                    pipeline.run()
                 finally:
                     sink.close()
         finally:
             sink.unlock()
-        record.update(status="done", sha256=sha256_file(output))
+        record.status, record.sha256 = "done", sha256_file(output)
     except SSRANEdgeError as exc:
-        record.update(status="failed", error=one_line(exc))
+        record.status, record.error = "failed", one_line(exc)
     except Exception as exc:  # noqa: BLE001 - a library's own error on a damaged scene, still one line
-        record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}")
-    record["seconds"] = round(time.perf_counter() - started, 3)
+        record.status, record.error = "failed", f"{type(exc).__name__}: {one_line(exc)}"
+    record.seconds = round(time.perf_counter() - started, 3)
     return record
 
 
-def read_manifest(folder: Path) -> dict[str, dict]:
+def read_manifest(folder: Path) -> dict[str, SceneRecord]:
     """The last record per source (a rerun appends)."""
-    records: dict[str, dict] = {}
+    records: dict[str, SceneRecord] = {}
     path = folder / MANIFEST
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
-                record = json.loads(line)
-                records[record["source"]] = record
+                record = SceneRecord.from_dict(json.loads(line))
+                records[record.source] = record
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut by a crash: that scene is simply redone
     return records
 
 
-def is_complete(record: dict | None) -> bool:
+def is_complete(record: SceneRecord | None) -> bool:
     """Done, and the output on disk is the one the manifest hashed."""
-    if not record or record.get("status") != "done":
+    if record is None or record.status != "done":
         return False
-    output = Path(record["output"])
-    return output.is_file() and sha256_file(output) == record.get("sha256")
+    output = Path(record.output)
+    return output.is_file() and sha256_file(output) == record.sha256
 
 
 def _require_resources(client, resources: dict[str, float], scheduler: str | None) -> None:
@@ -122,7 +149,7 @@ def _require_resources(client, resources: dict[str, float], scheduler: str | Non
 
 def run_batch(scenes: list[Path], folder: Path, *, model: str = "", backend: str = "auto", tile: int = 0,
               halo: int = 8, scheduler: str | None = None, workers: int = 2, memory_limit: str = "4GiB",
-              resources: dict[str, float] | None = None, progress: bool = True) -> list[dict]:
+              resources: dict[str, float] | None = None, progress: bool = True) -> list[SceneRecord]:
     """Every scene not already complete, one Dask task each; returns this run's records (manifest order).
 
     `resources` (e.g. {"GPU": 1}): what each scene holds while it runs, so a worker started with
@@ -165,9 +192,9 @@ def run_batch(scenes: list[Path], folder: Path, *, model: str = "", backend: str
                 try:
                     record = future.result()
                 except Exception as exc:  # noqa: BLE001 - the task itself failed (its workers kept dying)
-                    record = {"source": str(futures[future]), "output": str(output_for(futures[future], folder)),
-                              "status": "failed", "error": f"{type(exc).__name__}: {one_line(exc)}"}
-                manifest.write(json.dumps(record) + "\n")
+                    record = SceneRecord(str(futures[future]), str(output_for(futures[future], folder)),
+                                         status="failed", error=f"{type(exc).__name__}: {one_line(exc)}")
+                manifest.write(record.to_json() + "\n")
                 manifest.flush()
                 records.append(record)
                 bar.update(1)

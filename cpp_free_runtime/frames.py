@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ssran_edge.errors import SourceError
 from ssran_edge.io import special_file
+
+if TYPE_CHECKING:
+    from ssran_edge.data.cube import GeoInfo
+
+# How a frame's values relate to light: "linear" (proportional to radiance, what every source hands out
+# today and what the models were trained on) or "srgb" (gamma-encoded 8-bit camera output, to be decoded).
+Encoding = Literal["linear", "srgb"]
 
 
 @dataclass
@@ -19,13 +26,23 @@ class Frame:
 
     For a window of a large scene, `region` = (row0, col0, full_height, full_width) says where its
     pixels go in the full output; `core` = (row0, row1, col0, col1) within `data` marks the pixels it
-    owns (the rest is halo, context for the convs that a neighbouring window owns)."""
+    owns (the rest is halo, context for the convs that a neighbouring window owns).
+
+    What the stages decide on is typed: `valid` (H, W) bool is False where the source has nodata (None:
+    every pixel valid; masked pixels are filled before inference and NaN in the output); `tile` is the
+    chunk size a sink should align to (None: its own guess); `encoding` says how the values relate to
+    light; `camera` names the SRF the frame was taken (or simulated) with, when known. `meta` holds
+    informational extras only (file path, video position...): nothing decides on it."""
 
     index: int
     data: np.ndarray
     timestamp: float = 0.0
     region: tuple[int, int, int, int] | None = None
     core: tuple[int, int, int, int] | None = None
+    valid: np.ndarray | None = None
+    tile: int | None = None
+    encoding: Encoding = "linear"
+    camera: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -39,6 +56,9 @@ class Source:
     bands: int | None = None  # known band count, if the source knows it before the first frame
     wavelengths: list[float] | None = None  # of the frames' bands, when known
     single_frame: bool = False  # exactly one frame (a file): an output file name is used as given
+    geo: GeoInfo | None = None  # a georeferenced source's grid (known once open), handed to Sink.open
+    camera: str | None = None  # the SRF its frames were taken (or simulated) with, when known
+    reference: np.ndarray | None = None  # ground truth of a simulated camera, for per-frame quality
 
     def open(self) -> None: ...
 
@@ -67,9 +87,9 @@ class Sink:
     """Takes output cubes (H, W, out_bands) float32 with their Frame. `write` either stores a whole
     frame or nothing; `close` finalises (an interrupted run leaves only whole frames on disk).
     `cube` is only lent for the call: the stream reuses the array for a later frame, so a sink that
-    keeps data copies it."""
+    keeps data copies it. `geo` (the source's GeoInfo, or None) georeferences outputs that can carry it."""
 
-    def open(self, out_bands: int, wavelengths: list[float] | None) -> None: ...
+    def open(self, out_bands: int, wavelengths: list[float] | None, geo: GeoInfo | None = None) -> None: ...
 
     def write(self, frame: Frame, cube: np.ndarray) -> None:
         raise NotImplementedError

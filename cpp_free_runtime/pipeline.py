@@ -11,6 +11,9 @@ writing one frame overlap the next frame's inference.
 - Each stage's latency is recorded (running totals, percentiles over the recent frames: bounded
   however long the stream runs); summary() gives p50/p95, fps, Mpx/s and the share of wall time
   spent outside the runner (tiling, I/O, stitching).
+
+`open_stream` is what `run`, `batch` and `predict` share once model and source are open: the band
+check, the sink opened with the source's grid, and the pipeline (`predict` is a one-frame run).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ssran_edge.metrics import psnr, sam
 from ssran_edge.runtime.frames import Sink, Source
 from ssran_edge.runtime.runners import Runner
 from ssran_edge.runtime.stats import StreamStats
-from ssran_edge.tiling import fill_masked, iter_tiles, stitch, tile_windows
+from ssran_edge.tiling import fill_masked, iter_tiles, run_patches, stitch, tile_windows
 
 log = logging.getLogger("ssran_edge.runtime")
 _DONE = object()  # end-of-stream marker passed down the queues
@@ -37,9 +40,10 @@ _DONE = object()  # end-of-stream marker passed down the queues
 class StreamPipeline:
     def __init__(self, source: Source, runner: Runner, sink: Sink | None, *, tile: int = 256, halo: int = 8,
                  batch: int = 4, queue_size: int = 4, previews=None, max_frames: int = 0, progress=None,
-                 reference: np.ndarray | None = None):
+                 reference: np.ndarray | None = None, patch: int = 0):
         self.source, self.runner, self.sink = source, runner, sink
         self.tile, self.halo, self.batch = tile, halo, batch
+        self.patch = patch  # > 0: patch mode (each frame cut into patch x patch blocks), not tiles
         self.previews, self.max_frames, self.progress = previews, max_frames, progress
         self.reference = reference  # ground truth of a replayed cube: quality is reported per frame
         self.stats = StreamStats()
@@ -109,7 +113,7 @@ class StreamPipeline:
                     frame.data = check_cube(frame.data, f"{self.source.name} frame {frame.index}",
                                             self.runner.in_bands)
                     # nodata (a GDAL raster's mask) is never fed to the network as data
-                    frame.data = fill_masked(frame.data, frame.meta.get("valid"))
+                    frame.data = fill_masked(frame.data, frame.valid)
                     self.stats.stage_seconds["preprocess"].append(time.perf_counter() - started)
                     self._put(q_out, frame, may_drop=False)
                 except BaseException as exc:  # noqa: BLE001
@@ -125,9 +129,15 @@ class StreamPipeline:
                 try:
                     started = time.perf_counter()
                     runner_before = self.runner.inference_seconds
-                    windows = tile_windows(*frame.data.shape[:2], self.tile, self.halo)
-                    for tiles in iter_tiles(self.runner.infer, frame.data, windows, self.batch):
-                        self._put(q_out, (frame, tiles, False), may_drop=False)
+                    if self.patch:  # the whole frame at once, handed on as one tile that covers it
+                        h, w = frame.data.shape[:2]
+                        y = run_patches(self.runner.infer, frame.data, self.runner.out_bands, self.patch)
+                        self._put(q_out, (frame, [((0, h, 0, w), (0, h, 0, w), y.transpose(2, 0, 1))], False),
+                                  may_drop=False)
+                    else:
+                        windows = tile_windows(*frame.data.shape[:2], self.tile, self.halo)
+                        for tiles in iter_tiles(self.runner.infer, frame.data, windows, self.batch):
+                            self._put(q_out, (frame, tiles, False), may_drop=False)
                     self._put(q_out, (frame, [], True), may_drop=False)  # the frame's last batch is in
                     spent = self.runner.inference_seconds - runner_before
                     self.stats.runner_seconds += spent
@@ -152,7 +162,7 @@ class StreamPipeline:
                     cube = stitch(tiles, *shape, out=cube)
                     spent += time.perf_counter() - started
                     if last:
-                        valid = frame.meta.get("valid")
+                        valid = frame.valid
                         if valid is not None and not valid.all():
                             cube[~valid] = np.nan  # nodata in, nodata out
                         self.stats.stage_seconds["postprocess"].append(spent)
@@ -237,3 +247,22 @@ class StreamPipeline:
             raise DataError(f"{self.source.name}: no frames")
         return self.stats
 
+
+
+def default_batch(runner: Runner) -> int:
+    """Tiles per inference call: 4 on a CUDA GPU (TensorRT, ONNX Runtime, PyTorch); otherwise the runner's own
+    (OpenVINO: its requests in flight, else 1, where a CPU is fastest and smallest)."""
+    return 4 if runner.device.startswith("cuda") else runner.requests
+
+
+def open_stream(source: Source, runner: Runner, sink: Sink | None, wavelengths: list[float] | None,
+                **pipeline: object) -> StreamPipeline:
+    """Model and source open: the band check, the sink opened with the source's grid (a raster's CRS and
+    transform), and the pipeline that runs them (keywords: StreamPipeline's; the source's reference cube
+    unless one is given)."""
+    if source.bands is not None and runner.in_bands and source.bands != runner.in_bands:
+        raise DataError(f"{source.name}: {source.bands} bands, but the model takes {runner.in_bands}")
+    if sink is not None:
+        sink.open(runner.out_bands, wavelengths, geo=source.geo)
+    pipeline.setdefault("reference", source.reference)
+    return StreamPipeline(source, runner, sink, **pipeline)  # type: ignore[arg-type]

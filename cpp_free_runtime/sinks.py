@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,10 @@ from ssran_edge.errors import SinkError
 from ssran_edge.extras import require
 from ssran_edge.io import pwrite_array, write_array
 from ssran_edge.runtime.frames import Frame, Sink
+
+if TYPE_CHECKING:
+    from ssran_edge.data.cube import GeoInfo
+    from ssran_edge.geo import GeoTiffOptions
 
 log = logging.getLogger("ssran_edge.runtime")
 
@@ -60,12 +64,14 @@ def _reason(exc: OSError) -> str:
 
 
 @contextmanager
-def io_errors(path: Path, doing: str = "cannot write") -> Iterator[None]:
-    """OSError -> SinkError('<path>: <doing>: <reason>'), one line."""
+def io_errors(path: Path, doing: str = "cannot write", *, one_file: bool = False) -> Iterator[None]:
+    """OSError -> SinkError('<path>: <doing>: <reason>'), one line; `one_file` (the output file named as
+    given, as `predict` writes it): '<path>: cannot write output (<reason>)'."""
     try:
         yield
     except OSError as exc:
-        raise SinkError(f"{path}: {doing}: {_reason(exc)}") from None
+        raise SinkError(f"{path}: cannot write output ({_reason(exc)})" if one_file
+                        else f"{path}: {doing}: {_reason(exc)}") from None
 
 
 def _ensure_folder(folder: Path) -> None:
@@ -110,16 +116,18 @@ class _BaseSink(Sink):
         self._scene_shape: tuple[int, int] | None = None
         self._cores: list[tuple[int, int, int, int]] = []
         self._lock = WriterLock(self.path)  # its path is set by lock(): subclasses choose where
-        self.geo: Any = None  # the source's ssran_edge.geo.GeoInfo: georeferenced outputs (GeoTIFF, ENVI)
+        self.geo: GeoInfo | None = None  # the source's grid, from open(): georeferenced outputs (GeoTIFF, ENVI)
+        self.last_written: Path | None = None  # the file last completed (a frame's, or the scene's)
         self._made_folder: Path | None = None
 
-    def open(self, out_bands: int, wavelengths: list[float] | None) -> None:
+    def open(self, out_bands: int, wavelengths: list[float] | None, geo: GeoInfo | None = None) -> None:
         if out_bands < 1:
             raise SinkError(f"{self.path}: out_bands must be >= 1, got {out_bands}")
         if wavelengths is not None and len(wavelengths) != out_bands:
             raise SinkError(f"{self.path}: {len(wavelengths)} wavelengths for {out_bands} output bands")
         self.bands = out_bands
         self.wavelengths = [float(w) for w in wavelengths] if wavelengths is not None else None
+        self.geo = geo
         # a sink may be reopened for the next run: forget the previous one's mode and windows
         self._mode, self._scene_shape, self._cores = ("windows" if self.large_scene else None), None, []
         self.frames_written = 0
@@ -129,7 +137,7 @@ class _BaseSink(Sink):
         except BaseException:
             self.unlock()
             raise
-        log.info("%s sink %s open: %d bands", self.kind, self.path, out_bands)
+        log.debug("%s sink %s open: %d bands", self.kind, self.path, out_bands)
 
     def lock_path(self) -> Path:
         return self.path.parent / f".{self.path.name}.lock"
@@ -209,10 +217,10 @@ class _BaseSink(Sink):
         if self.wavelengths is not None:
             meta["wavelength"] = [f"{w:g}" for w in self.wavelengths]
             meta["wavelength units"] = "nm"
-        geo = getattr(self, "geo", None)  # a georeferenced source's grid, when run set it
+        geo = self.geo  # a georeferenced source's grid, given to open()
         if geo is not None and geo.envi_map_info() is not None:
             meta["map info"] = geo.envi_map_info()
-            meta["coordinate system string"] = "{" + geo.crs + "}"
+            meta["coordinate system string"] = "{" + str(geo.crs) + "}"
         return meta
 
 
@@ -264,8 +272,9 @@ class _FileSink(_BaseSink):
         cube = self._check(frame, cube)
         if self._mode == "stream":
             dest = self.frame_path(frame.index)
-            with io_errors(dest):
+            with io_errors(dest, one_file=self.is_file_name and self.single_frame):
                 self.write_frame(dest, cube)
+            self.last_written = dest
             log.debug("%s: frame %d written", dest, frame.index)
         else:
             rect, core = self._window(frame, cube)
@@ -311,6 +320,7 @@ class _FileSink(_BaseSink):
             if final.exists():
                 log.info("%s: replacing the existing file", final)
             self.finish_scene(tmp, final)  # type: ignore[arg-type]
+            self.last_written = final
         log.info("%s: scene %dx%dx%d complete (%d windows)", final, h, w, self.bands, len(self._cores))
 
     # format-specific parts
@@ -482,7 +492,7 @@ class ZarrSink(_BaseSink):
         hsi = self._arrays.get(ZARR_ARRAY)
         if hsi is None:
             h, w = self._scene_shape  # type: ignore[misc]
-            tile = self.tile or frame.meta.get("tile")
+            tile = self.tile or frame.tile
             ch, cw = (tile, tile) if tile else (_tile_guess(rect[0], rect[1], h), _tile_guess(rect[2], rect[3], w))
             hsi = self._create(ZARR_ARRAY, (h, w, self.bands), (max(1, min(ch, h)), max(1, min(cw, w)), self.bands),
                                "float32", {**self._attrs(), "windows_complete": [], "scene_complete": False})
@@ -505,18 +515,17 @@ class ZarrSink(_BaseSink):
 
 class GeoTiffSink(_BaseSink):
     """One scene as a GeoTIFF (or a COG): a large scene window by window, or the one frame of a
-    single-frame source. `geo` (the source raster's GeoInfo, set before open) gives it CRS and
-    transform; nodata is NaN. Written under a temp name and renamed when every pixel is in; an
-    interrupted scene leaves nothing under the final name (a GeoTIFF with holes would read as data)."""
+    single-frame source. `geo` (the source raster's GeoInfo, given to open) gives it CRS and
+    transform; `options` its sample type, COG layout, compression and tags; nodata is NaN. Written
+    under a temp name and renamed when every pixel is in; an interrupted scene leaves nothing under the
+    final name (a GeoTIFF with holes would read as data)."""
 
     kind = "geotiff"
 
     def __init__(self, path: str | Path, *, large_scene: bool = False, single_frame: bool = False,
-                 dtype: str = "float32", cog: bool = False, compress: str = "deflate",
-                 tags: dict | None = None) -> None:
+                 options: GeoTiffOptions | None = None) -> None:
         super().__init__(path, large_scene=large_scene)
-        self.single_frame, self.dtype, self.cog, self.compress = single_frame, dtype, cog, compress
-        self.tags = tags or {}
+        self.single_frame, self.options = single_frame, options
         self._writer: Any = None
 
     def open_impl(self) -> None:
@@ -531,7 +540,7 @@ class GeoTiffSink(_BaseSink):
 
         with io_errors(self.path, "cannot create GeoTIFF"):
             return GeoTiffWriter(self.path, height, width, self.bands, geo=self.geo, wavelengths=self.wavelengths,
-                                 dtype=self.dtype, cog=self.cog, compress=self.compress, tags=self.tags)
+                                 options=self.options)
 
     def write(self, frame: Frame, cube: np.ndarray) -> None:
         cube = self._check(frame, cube)
@@ -562,18 +571,66 @@ class GeoTiffSink(_BaseSink):
             return
         with io_errors(self.path):
             writer.close()
+        self.last_written = self.path
+
+
+class MemorySink(Sink):
+    """A copy of every output cube, in memory (a one-frame `predict` computes its metrics on it)."""
+
+    def __init__(self) -> None:
+        self.cubes: list[np.ndarray] = []
+
+    def write(self, frame: Frame, cube: np.ndarray) -> None:
+        self.cubes.append(np.array(cube, dtype=np.float32, copy=True))
+
+
+class TeeSink(Sink):
+    """Every frame to each of `sinks`, in order; close() closes them all (the first error is raised)."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def open(self, out_bands: int, wavelengths: list[float] | None, geo: GeoInfo | None = None) -> None:
+        for sink in self.sinks:
+            sink.open(out_bands, wavelengths, geo)
+
+    def write(self, frame: Frame, cube: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(frame, cube)
+
+    def close(self) -> None:
+        error: BaseException | None = None
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except BaseException as exc:  # noqa: BLE001 - the others still close
+                error = error or exc
+        if error is not None:
+            raise error
+
+
+def card_tags(selection: Any) -> dict[str, str]:
+    """The model card's essentials as GeoTIFF tags, what made these pixels (a backends.Selection): the
+    same for every command that writes a GeoTIFF (run, predict, batch)."""
+    card = selection.card
+    tags = {"SSRAN_EDGE_MODEL": str(selection.model), "SSRAN_EDGE_BACKEND": selection.backend}
+    if card is not None:
+        tags.update(SSRAN_EDGE_ARCH=card.arch, SSRAN_EDGE_PROTOCOL=str(card.protocol),
+                    SSRAN_EDGE_SRF=str(card.srf), SSRAN_EDGE_VERSION=card.version or "")
+    return tags
 
 
 def open_sink(spec: str | Path, *, large_scene: bool = False, single_frame: bool = False,
-              geotiff: dict | None = None) -> Sink:
+              geotiff: GeoTiffOptions | None = None) -> Sink:
     """A sink for an output spec: *.zarr -> ZarrSink; *.hdr, *.img or a folder named envi / *_envi ->
     EnviSink; *.npy or a folder (existing, or a name without a suffix) -> NpySink. `single_frame`: the
-    source has one frame, written to a file name exactly as given (not <stem>_000000)."""
+    source has one frame, written to a file name exactly as given (not <stem>_000000). `geotiff`: how a
+    .tif is written (GeoTiffOptions; default float32, deflate, no tags)."""
     path = Path(spec)
     name, suffix = path.name.lower(), path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         require("geo", "GeoTIFF output")
-        return GeoTiffSink(path, large_scene=large_scene, single_frame=single_frame, **(geotiff or {}))
+        return GeoTiffSink(path, large_scene=large_scene, single_frame=single_frame, options=geotiff)
     if suffix == ".zarr":
         require("zarr", "zarr output")
         return ZarrSink(path, large_scene=large_scene)

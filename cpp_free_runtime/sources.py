@@ -265,22 +265,22 @@ class WindowedSceneSource(Source):
         row0, col0 = max(r - self.halo, 0), max(c - self.halo, 0)
         row1, col1 = min(r_end + self.halo, height), min(c_end + self.halo, width)
         try:
-            data, meta = self._read_window(row0, row1, col0, col1)
+            data, valid = self._read_window(row0, row1, col0, col1)
         except SSRANEdgeError as exc:
             raise SourceError(one_line(exc)) from None
         frame = Frame(self._position, data, time.monotonic(), region=(row0, col0, height, width),
-                      core=(r - row0, r_end - row0, c - col0, c_end - col0),
-                      meta={"window": self._position, "windows": len(self._origins), **meta})
+                      core=(r - row0, r_end - row0, c - col0, c_end - col0), valid=valid,
+                      meta={"window": self._position, "windows": len(self._origins)})
         self._position += 1
         return frame
 
-    def _read_window(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, dict]:
-        """The pixels of rows row0:row1, cols col0:col1 as float32, and what else the Frame's meta carries."""
+    def _read_window(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The pixels of rows row0:row1, cols col0:col1 as float32, and their valid mask (None: all valid)."""
         assert self._scene is not None
         label = f"{self.path} window {self._position} (rows {row0}:{row1}, cols {col0}:{col1})"
         data = check_cube(np.array(self._scene[row0:row1, col0:col1], dtype=np.float32), label)  # reads just this
         release_pages(self._scene)  # keep memory bounded by the window, not the scene
-        return data, {}
+        return data, None
 
     def close(self) -> None:
         self._scene = None  # drops the memmap (and its file handle)
@@ -296,7 +296,7 @@ class RasterSource(WindowedSceneSource):
     """A GDAL raster (GeoTIFF, COG, JP2, VRT...) through rasterio, read window by window like any large
     scene, whatever its size: windows (RASTER_WINDOW px) are whole multiples of the file's blocks, so each block is
     decompressed once per window. Bands are chosen and calibrated as `options` say (see
-    `geo.open_raster`); each Frame's meta["valid"] marks the pixels that are not nodata. `geo` is the
+    `geo.open_raster`); each Frame's `valid` marks the pixels that are not nodata. `geo` is the
     raster's GeoInfo, for a georeferenced output."""
 
     def __init__(self, path: str | Path, *, window: int | None = None, halo: int = 8,
@@ -305,7 +305,6 @@ class RasterSource(WindowedSceneSource):
         self._requested_window = window
         self._options = options
         self._raster: Any = None
-        self.geo: Any = None
 
     def open(self) -> None:
         if self._raster is not None:
@@ -328,9 +327,9 @@ class RasterSource(WindowedSceneSource):
                  raster.width, raster.bands, raster.geo.driver, *raster.block_shape, len(self._origins), self.window,
                  self.halo)
 
-    def _read_window(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, dict]:
+    def _read_window(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray | None]:
         data, valid = self._raster.read(row0, row1, col0, col1)
-        return data, ({"valid": valid} if not valid.all() else {})
+        return data, (None if valid.all() else valid)
 
     def close(self) -> None:
         if self._raster is not None:
@@ -365,6 +364,7 @@ class ReplaySource(Source):
         if self.cube_path is not None and not self.cube_path.exists():
             raise SourceError(f"replay: {self.cube_path}: no such file or folder")
         self.name = f"replay:{self.cube_path or 'demo'}@{self.srf.name}"
+        self.camera = self.srf.name
         self.band_names: list[str] = list(self.srf.band_names)
         self.bands = self.srf.bands
         self.wavelengths = None
@@ -405,10 +405,31 @@ class ReplaySource(Source):
         if self._position >= self.frames:
             return None
         # A copy per frame: a consumer that normalises in place must not alter later frames.
-        frame = Frame(self._position, self._msi.copy(), time.monotonic(),
+        frame = Frame(self._position, self._msi.copy(), time.monotonic(), camera=self.camera,
                       meta={"band_names": self.band_names, "replay": self._position})
         self._position += 1
         return frame
+
+
+class CubeSource(Source):
+    """One in-memory cube as a one-frame stream (`predict`): its pixels, valid mask and grid, the SRF it
+    was simulated through (`camera`) and the ground truth it was simulated from (`reference`), if any."""
+
+    live = False
+    single_frame = True
+
+    def __init__(self, cube: Cube, *, camera: str | None = None, reference: np.ndarray | None = None) -> None:
+        self.cube, self.camera, self.reference = cube, camera, reference
+        self.name, self.bands, self.geo = cube.source, cube.bands, cube.geo
+        self.wavelengths = _wavelength_list(cube)
+        self._done = False
+
+    def read(self) -> Frame | None:
+        if self._done:
+            return None
+        self._done = True
+        return Frame(0, self.cube.data, time.monotonic(), valid=self.cube.valid, camera=self.camera,
+                     meta={"path": self.cube.source})
 
 
 # --- dispatch ------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,18 @@ from ssran_edge.errors import DataError, one_line
 OUTPUT_SUFFIXES = (".tif", ".tiff")
 DTYPES = ("float32", "float16")
 BLOCK = 256  # output tiles: GDAL's and COG's usual block, and the runtime's default tile
+
+
+@dataclass(frozen=True)
+class GeoTiffOptions:
+    """How a GeoTIFF output is written: sample type (float32, or float16 stored as NBITS=16), a
+    Cloud-Optimized GeoTIFF or a plain tiled one, its compression, and the file-wide tags (what made
+    these pixels: the model card's essentials)."""
+
+    dtype: str = "float32"
+    cog: bool = False
+    compress: str = "deflate"
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def _rasterio():
@@ -229,9 +241,10 @@ class GeoTiffWriter:
     `cog`, copied into a Cloud-Optimized GeoTIFF by GDAL's COG driver, which builds the overviews)."""
 
     def __init__(self, path: str | Path, height: int, width: int, bands: int, *, geo: GeoInfo | None = None,
-                 wavelengths: list[float] | None = None, dtype: str = "float32", cog: bool = False,
-                 compress: str = "deflate", tags: dict[str, str] | None = None) -> None:
+                 wavelengths: list[float] | None = None, options: GeoTiffOptions | None = None) -> None:
         rasterio = _rasterio()
+        options = options or GeoTiffOptions()
+        dtype, cog, compress = options.dtype, options.cog, options.compress
         if dtype not in DTYPES:
             raise DataError(f"--dtype {dtype}: use {' or '.join(DTYPES)}")
         if compress not in ("deflate", "zstd", "lzw", "none"):
@@ -246,7 +259,7 @@ class GeoTiffWriter:
             with warnings.catch_warnings():  # an output without a CRS is said once by the caller
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 self._dst = rasterio.open(self._tmp, "w", **profile)
-            _describe(self._dst, wavelengths, tags)
+            _describe(self._dst, wavelengths, options.tags)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
@@ -327,12 +340,11 @@ def cog_problems(path: str | Path) -> list[str]:
 
 
 def write_geotiff(path: str | Path, cube: np.ndarray, wavelengths: list[float] | None = None, *,
-                  geo: GeoInfo | None = None, valid: np.ndarray | None = None, dtype: str = "float32",
-                  cog: bool = False, compress: str = "deflate", tags: dict[str, str] | None = None) -> Path:
+                  geo: GeoInfo | None = None, valid: np.ndarray | None = None,
+                  options: GeoTiffOptions | None = None) -> Path:
     """A whole (H, W, bands) cube as a GeoTIFF/COG, block row by block row, atomically."""
     h, w, bands = cube.shape
-    writer = GeoTiffWriter(path, h, w, bands, geo=geo, wavelengths=wavelengths, dtype=dtype, cog=cog,
-                           compress=compress, tags=tags)
+    writer = GeoTiffWriter(path, h, w, bands, geo=geo, wavelengths=wavelengths, options=options)
     try:
         for row in range(0, h, BLOCK):
             writer.write(cube[row: row + BLOCK], row, 0, None if valid is None else valid[row: row + BLOCK])
