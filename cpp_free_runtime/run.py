@@ -20,8 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssran_edge.arguments import (
+    BACKEND_HELP,
     MIN_TILE,
     add_raster_arguments,
+    backend_choices,
     is_geotiff_output,
     non_negative_int,
     positive_int,
@@ -34,24 +36,31 @@ log = logging.getLogger("ssran_edge.runtime")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", nargs="?", default="camera_stream")
-    p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine (default: the bundled cave model)")
-    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "openvino", "torch"])
+    p.add_argument("source", nargs="?", default="camera_stream",
+                   help="camera_stream (the bundled CAVE crop as a simulated camera; default), camera_stream:N "
+                        "(camera N), camera_stream:VIDEO|URL|PIPELINE, a folder of frames, a scene file (.npy, "
+                        "ENVI, .mat, GeoTIFF/JP2), or replay:CUBE with --srf")
+    p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine, or bundled: cave (default), cave_ssran, "
+                                   "paris, pavia")
+    p.add_argument("--backend", default="auto", choices=backend_choices(), help=BACKEND_HELP)
     p.add_argument("--device", default="", help="cpu or cuda[:N]; with --backend openvino: CPU, GPU[.N], NPU or AUTO "
                    "(default: the best available)")
     p.add_argument("--tile", type=tile_size, default=0, help=f"tile size, >= {MIN_TILE} (default: the model's)")
-    p.add_argument("--halo", type=non_negative_int, default=8, help="context pixels around each tile (>= 6 for SSRAN)")
+    p.add_argument("--halo", type=non_negative_int, default=8,
+                   help="context pixels around each tile (>= 6 for SSRAN; default %(default)s)")
     p.add_argument("--batch", type=non_negative_int, default=0,
                    help="tiles per inference call (default: 1 on a CPU, where it is fastest and smallest; 4 on a GPU)")
     p.add_argument("--output", help="a folder (.npy per frame), name.zarr, name.hdr (ENVI) or name.tif (GeoTIFF)")
     p.add_argument("--preview", help="path prefix for false-colour PNGs and spectra plots")
     p.add_argument("--srf", help="SRF for replay: sources (bundled name or file)")
-    p.add_argument("--frames", type=positive_int, default=1, help="frames to replay from a replay:/camera_stream cube")
+    p.add_argument("--frames", type=positive_int, default=1,
+                   help="frames to replay from a replay:/camera_stream cube (default %(default)s)")
     p.add_argument("--max-frames", type=non_negative_int, default=0, help="stop after N frames (0 = the whole source)")
     p.add_argument("--window", type=non_negative_int, default=0, help="read a large scene in windows of N px")
-    p.add_argument("--queue", type=positive_int, default=4, help="frames waiting between stages")
+    p.add_argument("--queue", type=positive_int, default=4, help="frames waiting between stages (default %(default)s)")
     p.add_argument("--read-timeout", type=float, default=10.0,
-                   help="seconds a live camera's read may block before it counts as failed (retry, reconnect)")
+                   help="seconds a live camera's read may block before it counts as failed (retry, reconnect; "
+                        "default %(default)s)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--summary-json", help="write the run summary here")
     add_raster_arguments(p)
@@ -60,9 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | None = None) -> int:
     """onnx_for: how to get an ONNX for weights that have none beside them (see backends.select_runner)."""
     from ssran_edge.atomic import check_writable
+    from ssran_edge.geo import GeoTiffOptions
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.runtime.preview import Preview
-    from ssran_edge.runtime.sinks import open_sink
+    from ssran_edge.runtime.sinks import card_tags, open_sink
     from ssran_edge.runtime.sources import RasterSource, WindowedSceneSource, open_source
 
     if args.summary_json:  # found after the last frame otherwise
@@ -78,12 +88,10 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
         raise DataError(f"--window reads one large scene file (.npy, ENVI, ...) in windows; {source.name} is "
                         "not one: drop --window")
     windowed = isinstance(source, WindowedSceneSource)
-    geotiff = {"dtype": args.dtype, "cog": args.cog, "compress": args.compress,
-               "tags": {"SSRAN_EDGE_MODEL": str(selection.model), "SSRAN_EDGE_BACKEND": selection.backend}}
+    geotiff = (GeoTiffOptions(args.dtype, args.cog, args.compress, card_tags(selection))
+               if geotiff_output else None)
     sink = (open_sink(args.output, large_scene=bool(args.window) or windowed, single_frame=source.single_frame,
-                      geotiff=geotiff if geotiff_output else None) if args.output else None)
-    if sink is not None:
-        sink.geo = getattr(source, "geo", None)  # filled in when a raster source opens
+                      geotiff=geotiff) if args.output else None)
     previews = Preview(args.preview, wavelengths=selection.wavelengths) if args.preview else None
     if sink is not None:
         sink.lock()  # now, before the source opens: a second run on this output stops here, in one line
@@ -98,27 +106,18 @@ def _run(args, selection, source, sink, previews) -> int:
     from tqdm import tqdm
 
     from ssran_edge.atomic import write_json
-    from ssran_edge.runtime.pipeline import StreamPipeline
+    from ssran_edge.runtime.pipeline import default_batch, open_stream
 
-    halo = args.halo
     with selection.runner as runner, source:
-        if source.bands is not None and runner.in_bands and source.bands != runner.in_bands:
-            raise DataError(f"{source.name}: {source.bands} bands, but the model takes {runner.in_bands}")
-        if sink is not None:
-            sink.geo = getattr(source, "geo", None)  # a raster's CRS and transform, known now it is open
-            sink.open(runner.out_bands, selection.wavelengths)
-            if sink.geo is not None and not sink.geo.georeferenced:
-                print(f"note: {source.name} has no georeferencing (no CRS or geotransform); neither has the output",
-                      file=sys.stderr)
+        pipeline = open_stream(source, runner, sink, selection.wavelengths, tile=args.tile or selection.tile,
+                               halo=args.halo, batch=args.batch or default_batch(runner),
+                               queue_size=args.queue, previews=previews, max_frames=args.max_frames)
+        if sink is not None and source.geo is not None and not source.geo.georeferenced:
+            print(f"note: {source.name} has no georeferencing (no CRS or geotransform); neither has the output",
+                  file=sys.stderr)
         # Said once model, source and output are known good: bad input is then the only line on stderr.
         print(f"backend: {selection.backend} ({selection.reason})", file=sys.stderr)
-        bar = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)
-        on_gpu = selection.backend == "trt" or "cuda" in selection.backend
-        pipeline = StreamPipeline(source, runner, sink, tile=args.tile or selection.tile, halo=halo,
-                                  batch=args.batch or (4 if on_gpu else runner.requests), queue_size=args.queue,
-                                  previews=previews,
-                                  max_frames=args.max_frames, progress=bar,
-                                  reference=getattr(source, "reference", None))
+        bar = pipeline.progress = tqdm(desc=source.name, unit="frame", dynamic_ncols=True, disable=None)
         signals: list[int] = []
 
         def stop(signum, _frame) -> None:

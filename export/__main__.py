@@ -12,7 +12,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels, tile_size
+from ssran_edge.arguments import (
+    MIN_TILE,
+    OneLineParser,
+    non_negative_int,
+    positive_int,
+    prog_for,
+    protocol_choices,
+    tile_pixels,
+    tile_size,
+)
 from ssran_edge.console import configure_logging
 from ssran_edge.data.patches import DEFAULT_CALIBRATION, QAT_CALIBRATION
 from ssran_edge.errors import DriftGateError, MissingExtra, SSRANEdgeError, one_line
@@ -21,7 +30,7 @@ from ssran_edge.extras import require
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m export", description=__doc__,
+    p = OneLineParser(prog=prog_for("python -m export"), description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", "--model", dest="weights",
                    help="checkpoint (.safetensors + .json card) or bundled: cave (default), cave_ssran, paris, pavia")
@@ -31,38 +40,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="INT8 QDQ ONNX calibrated on real data (+ INT8 engine)")
     p.add_argument("--engine", action="store_true", help="require TensorRT engines (fail if TensorRT is missing)")
     p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
-                   help="dynamic batch/height/width in the ONNX")
-    p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True, help="onnxslim the graph")
+                   help="dynamic batch/height/width in the ONNX (default: on)")
+    p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True,
+                   help="onnxslim the graph (default: on)")
     p.add_argument("--imgsz", "--tile", dest="imgsz", type=tile_size, default=0,
                    help=f"tile size the runtime feeds, >= {MIN_TILE} (default: the model card's)")
-    p.add_argument("--batch", type=positive_int, default=4, help="tiles per batch (TensorRT profile maximum)")
+    p.add_argument("--batch", type=positive_int, default=4,
+                   help="tiles per batch (TensorRT profile maximum; default %(default)s)")
     p.add_argument("--data", help="protocol whose training data calibrates INT8 and whose validation split "
-                                  "gates drift (default: the model's)")
+                                  f"gates drift: {', '.join(protocol_choices())} (default: the model's)")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
     calib = (f"{DEFAULT_CALIBRATION.method} on {DEFAULT_CALIBRATION.samples} tiles of {DEFAULT_CALIBRATION.tile} px; "
              f"a --qat model: {QAT_CALIBRATION.method} on {QAT_CALIBRATION.samples}, as it was fine-tuned")
     p.add_argument("--calib-samples", type=positive_int, default=0, help=f"calibration tiles (default: {calib})")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="",
-                   help="how ONNX Runtime sets activation ranges")
-    p.add_argument("--calib-tile", type=tile_pixels, default=0, help=f"calibration tile size, >= {MIN_TILE}")
-    p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB")
+                   help=f"how ONNX Runtime sets activation ranges (default: {calib})")
+    p.add_argument("--calib-tile", type=tile_pixels, default=0,
+                   help=f"calibration tile size, >= {MIN_TILE} (default: {calib})")
+    p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
     p.add_argument("--max-drop-fp16", type=float, default=DEFAULT_MAX_DROP_DB["fp16"],
-                   help="dB of PSNR the FP16 artefacts may lose")
+                   help="dB of PSNR the FP16 artefacts may lose (default %(default)s)")
     p.add_argument("--max-drop-int8", type=float, default=DEFAULT_MAX_DROP_DB["int8"],
-                   help="dB of PSNR the INT8 artefacts may lose")
+                   help="dB of PSNR the INT8 artefacts may lose (default %(default)s)")
     p.add_argument("--beside-weights", action="store_true",
                    help="only the fp32 ONNX, written beside the weights as <name>.onnx with their hash: how the "
                         "bundled models ship, so a runtime-only install runs them without torch")
     p.add_argument("-v", "--verbose", action="store_true", help="also the libraries' warnings and notes")
-    p.add_argument("--drift-regions", type=non_negative_int, default=0, help="validation regions to gate on (0 = all)")
+    p.add_argument("--drift-regions", type=non_negative_int, default=0,
+                   help="validation regions the drift gate measures (0 = all)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, prog = parser.parse_args(argv), parser.prog  # `ssran-edge export` when reached through ssran-edge
     try:
-        require("export", "python -m export")
+        require("export", prog)
     except MissingExtra as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -90,15 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     except SSRANEdgeError as exc:
         if isinstance(exc, DriftGateError):
             print((output / "drift.md").read_text())  # the table says by how much
-        print(f"python -m export: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("python -m export: interrupted; nothing half-written", file=sys.stderr)
+        print(f"{prog}: interrupted; nothing half-written", file=sys.stderr)
         return 130
     print((output / "drift.md").read_text())
-    for artefact in manifest["artefacts"]:
-        print(f"wrote {output / artefact['file']} ({artefact['bytes'] / 1e6:.2f} MB, {artefact['precision']})")
-    print(f"TensorRT: {manifest['tensorrt']}")
+    for artefact in manifest.artefacts:
+        print(f"wrote {output / artefact.file} ({artefact.bytes / 1e6:.2f} MB, {artefact.precision})")
+    print(f"TensorRT: {manifest.tensorrt}")
     print(f"manifest: {output / 'manifest.json'}")
     return 0
 

@@ -79,10 +79,15 @@ def export_weights(weights: str | Path, dst: str | Path) -> Path:
 
 def cached_onnx(weights: str | Path) -> Path:
     """export_weights once per weights file, kept under $SSRAN_CACHE (default ~/.cache/ssran-edge) by hash:
-    the runtime's ONNX Runtime path for weights that ship without an ONNX."""
+    the runtime's ONNX Runtime path for weights that ship without an ONNX. The weights are checked (card,
+    tensors, architecture) before the export is announced: bad weights are one error line, alone."""
+    from ssran_edge.checkpoint import load_model
+    from ssran_edge.errors import shown_path
+
     path = cache_dir() / f"{sha256_file(weights)[:20]}.onnx"
     if not path.is_file():
-        log.info("exporting %s to ONNX once (cached at %s)", weights, path)
+        load_model(weights)  # raises CheckpointError for weights that could not be exported
+        log.info("exporting %s to ONNX once (cached at %s)", shown_path(weights), shown_path(path))
         export_weights(weights, path)
     return path
 

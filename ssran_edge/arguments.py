@@ -8,6 +8,10 @@ line, like every other bad input: `ssran-edge: error: unrecognized arguments: --
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from importlib import import_module
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,6 +28,73 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         message = " ".join(message.split())  # argparse messages can wrap
         self.exit(2, f"{self.prog}: error: {message}; try '{self.prog} --help'\n")
+
+
+_invoked_as: ContextVar[str | None] = ContextVar("invoked_as", default=None)
+
+
+@contextmanager
+def invoked_as(prog: str) -> Iterator[None]:
+    """While a stage's main() runs under another command (`ssran-edge export ...`), `prog_for` names
+    that command, so its usage line and errors read `ssran-edge export`, not `python -m export`."""
+    token = _invoked_as.set(prog)
+    try:
+        yield
+    finally:
+        _invoked_as.reset(token)
+
+
+def prog_for(default: str) -> str:
+    """A stage's program name: the command it was reached through (see invoked_as), else `default`."""
+    return _invoked_as.get() or default
+
+
+class LazyChoices(Sequence):
+    """argparse choices read from `module.name` on first use (a check, --help, an error): the single
+    list of names stays where it lives, and a command that never looks (`ssran-edge info`) does not pay
+    for importing that module (the runtime's backends import ONNX Runtime: ~2 s)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._where = (module, name)
+        self._items: tuple[str, ...] | None = None
+
+    def _load(self) -> tuple[str, ...]:
+        if self._items is None:
+            self._items = tuple(getattr(import_module(self._where[0]), self._where[1]))
+        return self._items
+
+    def __getitem__(self, index):
+        return self._load()[index]
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._load()
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __repr__(self) -> str:
+        return repr(list(self._load()))
+
+
+def backend_choices() -> LazyChoices:
+    """--backend's choices: ssran_edge.runtime.backends.BACKENDS."""
+    return LazyChoices("ssran_edge.runtime.backends", "BACKENDS")
+
+
+BACKEND_HELP = ("auto (default): an .engine through TensorRT; an .onnx, or the ONNX beside the weights, through "
+                "ONNX Runtime or OpenVINO, whichever was measured faster here (no torch needed); weights through "
+                "CUDA PyTorch where there is a GPU. trt: a TensorRT engine; ort: ONNX Runtime; openvino: OpenVINO "
+                "(the [openvino] extra); torch: PyTorch eager on weights (the [train] extra)")
+
+
+def protocol_choices(*extra: str) -> list[str]:
+    """The named protocols (ssran_edge.data.protocols.PROTOCOLS), then `extra` (e.g. files)."""
+    from ssran_edge.data.protocols import PROTOCOLS
+
+    return [*PROTOCOLS, *extra]
 
 
 def _int_at_least(minimum: int, what: str):

@@ -34,20 +34,21 @@ def atomic_path(path: str | Path):
 def check_writable(path: str | Path, what: str) -> Path:
     """Refuse, before any work, an output file that could not be written at the end: a folder in its
     place, a regular file in its parent path, or a folder this process cannot write. Creates the
-    missing parent folders (the write would), probes with a temp file, leaves nothing else."""
-    from ssran_edge.errors import DataError
+    missing parent folders (the write would), probes with a temp file, leaves nothing else. The error
+    names the path as `shown_path` writes it: one line whatever characters the name holds."""
+    from ssran_edge.errors import DataError, one_line, shown_path
 
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{what} {path}: is a folder; give a file name")
+        raise DataError(f"{what} {shown_path(path)}: is a folder; give a file name")
     existing = next(p for p in path.parents if p.exists())
     if not existing.is_dir():
-        raise DataError(f"{what} {path}: {existing} is a file, not a folder")
+        raise DataError(f"{what} {shown_path(path)}: {shown_path(existing)} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-").close()
     except OSError as exc:
-        raise DataError(f"{what} {path}: cannot be written ({exc.strerror or exc})") from None
+        raise DataError(f"{what} {shown_path(path)}: cannot be written ({exc.strerror or one_line(exc)})") from None
     return path
 
 

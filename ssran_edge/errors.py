@@ -61,3 +61,11 @@ def one_line(exc: BaseException | object) -> str:
     an empty message gives the exception's type name."""
     text = " ".join(str(exc).split())
     return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")
+
+
+def shown_path(path: object) -> str:
+    """A file name as an error message shows it: as it is, or, when it holds a newline, a tab or any other
+    character that does not print (an undecodable byte included), quoted with those escaped as Python
+    writes them ('bad\\nname.npy'), so the message stays one line that names the file exactly."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)

@@ -405,6 +405,11 @@ CASES: list[Case] = [
          lambda i, o: last((i / "file").write_text("x"),
                            predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "sub" / "y.npy"))),
          "file is a file, not a folder"),
+    Case("predict-output-control-character", "cli", "--output $'bad\\nname.npy' below a regular file (the newline "
+         "split the one-line error in two)",
+         lambda i, o: last((i / "file").write_text("x"),
+                           predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "bad\nname.npy"))),
+         "bad\\nname.npy': "),
     # --- GeoTIFF / JP2 (the [geo] extra: rasterio's GDAL) ---------------------------------------------------
     Case("geo-corrupt-tiff", "cli", "a .tif whose bytes after the TIFF magic are garbage",
          lambda i, o: last((i / "x.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 4),
@@ -499,6 +504,12 @@ CASES: list[Case] = [
     Case("run-wrong-band-count", "cli", "a 5-band .npy into a 3-band model",
          lambda i, o: run(str(npy(i / "x.npy", rgb(bands=5))), "--output", str(o / "frames")),
          "5 bands, but the model takes 3"),
+    Case("run-preview-under-dev-null", "cli", "run --preview /dev/null/x (was three lines, after the first frame)",
+         lambda i, o: run("camera_stream", "--preview", "/dev/null/x"),
+         "--preview /dev/null/x: /dev/null is not a folder"),
+    Case("run-preview-under-proc", "cli", "run --preview under a /proc path that cannot hold files",
+         lambda i, o: run("camera_stream", "--preview", "/proc/ssran-nowhere/prefix"),
+         "cannot write previews in /proc/ssran-nowhere"),
     Case("run-nan-pixels", "cli", "an .npy frame with NaN",
          lambda i, o: run(str(npy(i / "x.npy", np.full((8, 8, 3), np.nan, np.float32))), "--output", str(o / "f")),
          "NaN/Inf values"),
@@ -671,6 +682,17 @@ CASES: list[Case] = [
          lambda i, o: predict(str(npy(i / "x.npy", poked(rgb().astype(np.float64), 1e300))), "--backend", "torch",
                               "--output", str(o / "y.npy")),
          "x.npy: values up to 1e+300; beyond 1e+30"),
+    Case("process-predict-weights-without-onnx", "process", "predict --model weights with no ONNX beside them, "
+         "cut in half (\"exporting ... to ONNX once\" was printed before the error)",
+         lambda i, o: last(shutil.copy(DEFAULT_MODEL, i / "m.safetensors"), cut(with_card(i / "m.safetensors")),
+                           predict(str(npy(i / "x.npy", rgb())), "--model", str(i / "m.safetensors"),
+                                   "--output", str(o / "y.npy"))),
+         "m.safetensors: cannot load checkpoint safely"),
+    Case("process-predict-output-escape-sequence", "process", "--output a name holding a terminal escape "
+         "(ESC [2J, clear screen) below a regular file",
+         lambda i, o: last((i / "file").write_text("x"),
+                           predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "\x1b[2Jy.npy"))),
+         "\\x1b[2Jy.npy': "),
     # --- full disk, simulated --------------------------------------------------------------------------------
     Case("full-disk-predict-npy", "process", "predict --output y.npy, file-size limit 64 kB (EFBIG)",
          lambda i, o: predict(str(npy(i / "x.npy", rgb(64, 64))), "--output", str(o / "y.npy")),

@@ -87,8 +87,8 @@ def test_corrupt_model_is_refused(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_info_prints_the_card(capsys):
-    assert main(["info", "paris"]) == 0
+def test_info_json_prints_the_card(capsys):
+    assert main(["info", "paris", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["in_bands"] == 9 and card["out_bands"] == 128 and card["protocol"] == "paris"
     from ssran_edge.assets import MODELS
@@ -101,8 +101,104 @@ def test_info_prints_the_card(capsys):
 def test_train_and_export_subcommands_are_the_modules():
     result = run_cli("train", "--help")
     assert result.returncode == 0 and "--recipe" in result.stdout
+    assert result.stdout.startswith("usage: ssran-edge train ")
     result = run_cli("export", "--help")
     assert result.returncode == 0 and "--calib-method" in result.stdout
+    assert result.stdout.startswith("usage: ssran-edge export ")
+    result = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m export ")
+
+
+def test_a_stage_reached_through_ssran_edge_names_it_in_its_errors(capsys):
+    """A stage's own argument errors name the command the user typed; called directly, its module."""
+    from ssran_edge.export.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--foo"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("ssran-edge export: error: unrecognized arguments: --foo")
+    assert build_parser().prog == "python -m export"  # the context is gone once main returned
+
+
+def _options(parser):
+    """(command, option) for every option and positional of a parser and its sub-commands with no help."""
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += [(f"{name} {option}", text) for option, text in _options(sub)]
+        elif not isinstance(action, argparse._HelpAction):
+            missing.append(((action.option_strings or [action.dest])[0], action.help))
+    return missing
+
+
+def test_every_option_of_every_command_has_help():
+    from ssran_edge.cli import build_parser
+    from ssran_edge.export.__main__ import build_parser as export_parser
+    from ssran_edge.train.__main__ import build_parser as train_parser
+
+    parsers = {"ssran-edge": build_parser(), "python -m export": export_parser(), "python -m train": train_parser()}
+    missing = [f"{prog} {option}" for prog, parser in parsers.items() for option, text in _options(parser)
+               if not text]
+    assert not missing, missing
+
+
+def test_screen_options_have_help(monkeypatch):
+    from ssran_edge.arguments import OneLineParser
+    from ssran_edge.train import screen
+
+    built = []
+
+    class Recorded(OneLineParser):
+        def parse_args(self, args=None, namespace=None):
+            built.append(self)
+            raise SystemExit(0)
+
+    monkeypatch.setattr(screen, "OneLineParser", Recorded)
+    with pytest.raises(SystemExit):
+        screen.main([])
+    options = _options(built[0])
+    assert len(options) == 7 and all(text for _, text in options), options
+
+
+def test_the_top_level_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("predict", "run", "batch", "info", "evaluate", "train", "export", "bench"):
+        assert f"ssran-edge {command}" in result.stdout, command  # the description's examples
+        assert re.search(rf"^\s+{command}\s+\S", result.stdout, re.M), command  # the command list
+
+
+def test_choices_come_from_the_one_list():
+    """--backend and --protocol list exactly the names the runtime and the protocols know."""
+    from ssran_edge.cli import build_parser
+    from ssran_edge.data.protocols import PROTOCOLS
+    from ssran_edge.runtime.backends import BACKENDS
+    from ssran_edge.train.__main__ import build_parser as train_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for command in ("predict", "run", "batch"):
+        backend = next(a for a in sub[command]._actions if a.dest == "backend")
+        assert list(backend.choices) == list(BACKENDS), command
+    protocol = next(a for a in sub["evaluate"]._actions if a.dest == "protocol")
+    assert list(protocol.choices) == list(PROTOCOLS)
+    protocol = next(a for a in train_parser()._actions if a.dest == "protocol")
+    assert list(protocol.choices) == [*PROTOCOLS, "files"]
+
+
+def test_an_error_message_with_a_newline_is_one_line(capfd, monkeypatch):
+    from ssran_edge import cli
+    from ssran_edge.errors import DataError
+
+    def fail(args):
+        raise DataError("first line\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_info", fail)
+    assert main(["info"]) == 2
+    assert capfd.readouterr().err == "ssran-edge: error: first line second line\n"
 
 
 @pytest.mark.shared_data

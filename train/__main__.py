@@ -10,19 +10,56 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ssran_edge.arguments import MIN_TILE, OneLineParser, non_negative_int, positive_int, tile_pixels
+from ssran_edge.arguments import (
+    MIN_TILE,
+    OneLineParser,
+    non_negative_int,
+    positive_int,
+    prog_for,
+    protocol_choices,
+    tile_pixels,
+)
 from ssran_edge.card import ARCHITECTURE_NAMES
 from ssran_edge.console import configure_logging
-from ssran_edge.errors import MissingExtra, SSRANEdgeError
+from ssran_edge.errors import MissingExtra, SSRANEdgeError, one_line
 from ssran_edge.extras import require
 from ssran_edge.train.config import RECIPES, TrainConfig, make_config
 
 
+class _DefaultsHelp(argparse.RawDescriptionHelpFormatter):
+    """Each option's default in its help: the flag's own, or else what the recipes set it to (on the default
+    protocol) or the TrainConfig field's; none for a setting left empty."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        default = action.default if action.default not in (None, False) else _config_default(action.dest)
+        if default in (None, "", []):
+            return text
+        return f"{text} (default {default})" if str(default).startswith("on ") else f"{text} (default: {default})"
+
+
+def _config_default(dest: str) -> str | None:
+    """A setting's value under each recipe on the default protocol, from make_config itself:
+    '200' where the recipes agree, 'on cave: paper 200, edge 100' where they differ."""
+    if dest not in TrainConfig.field_names():
+        return None
+    protocol = TrainConfig().protocol
+    values = {recipe: getattr(make_config(protocol, recipe), dest) for recipe in RECIPES}
+    shown = {recipe: " ".join(map(str, v)) if isinstance(v, list) else str(v) for recipe, v in values.items()
+             if v not in ("", [])}
+    if not shown:
+        return None
+    if len(set(shown.values())) == 1 and len(shown) == len(values):
+        return next(iter(shown.values()))
+    return f"on {protocol}: " + ", ".join(f"{recipe} {value}" for recipe, value in shown.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    p = OneLineParser(prog="python -m train", description=__doc__,
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--protocol", default=defaults.protocol, choices=["paris", "pavia", "cave", "cave7", "files"],
+    p = OneLineParser(prog=prog_for("python -m train"), description=__doc__, formatter_class=_DefaultsHelp)
+    p.add_argument("--protocol", default=defaults.protocol, choices=protocol_choices("files"),
                    help="a named protocol, or files: your own cubes (--train-files, --test-files, --srf)")
     p.add_argument("--train-files", nargs="+", help="hyperspectral cubes to train on (protocol files)")
     p.add_argument("--test-files", nargs="+", help="hyperspectral cubes to test on (protocol files)")
@@ -32,16 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paper: the authors' settings; edge: the recipe of the shipped weights")
     p.add_argument("--arch", choices=ARCHITECTURE_NAMES,
                    help="faithful SSRAN, or SSRAN + a least-squares linear / root-polynomial (order 3 or 4) skip")
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--schedule", choices=["step", "cosine"])
+    p.add_argument("--epochs", type=positive_int, help="training epochs")
+    p.add_argument("--batch-size", type=positive_int, help="patches per step (global, over all ranks)")
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--schedule", choices=["step", "cosine"],
+                   help="step: lr x --lr-gamma every --lr-step epochs; cosine: down to 0 over the epochs")
     p.add_argument("--lr-step", type=positive_int, help="epochs between lr drops (step schedule)")
-    p.add_argument("--lr-gamma", type=float)
-    p.add_argument("--optimizer", choices=["adam", "sgd"])
+    p.add_argument("--lr-gamma", type=float, help="lr factor at each drop (step schedule)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], help="optimizer (the paper does not publish its own)")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW) when > 0")
-    p.add_argument("--loss", choices=["l2", "l1", "mrae"])
-    p.add_argument("--patch-size", type=positive_int)
+    p.add_argument("--loss", choices=["l2", "l1", "mrae"],
+                   help="l2 (the paper), l1, or mrae (relative error, guarded near zero)")
+    p.add_argument("--patch-size", type=positive_int, help="side of the square training patches, px")
     p.add_argument("--patches-per-epoch", type=non_negative_int, help="0 = every stride-1 patch")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="flips and rotations")
     p.add_argument("--exposure", type=float, nargs=2, metavar=("LO", "HI"),
@@ -61,15 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="once the recipe is chosen: train on the validation scenes too and keep the last epoch")
     p.add_argument("--select-mode", choices=["tile", "patch"], help="inference mode for best-on-validation")
     p.add_argument("--tile", type=tile_pixels, help=f"validation tile size (>= {MIN_TILE})")
-    p.add_argument("--width", type=positive_int)
-    p.add_argument("--num-blocks", type=positive_int)
-    p.add_argument("--eca-kernel", type=positive_int)
+    p.add_argument("--width", type=positive_int, help="feature channels of the network")
+    p.add_argument("--num-blocks", type=positive_int, help="residual attention blocks")
+    p.add_argument("--eca-kernel", type=positive_int, help="kernel size of the ECA channel attention's 1-D conv")
     p.add_argument("--init", help="start from these weights (e.g. a paper-recipe model, to fine-tune on tiles)")
     p.add_argument("--qat", action="store_true", default=None,
                    help="quantization-aware fine-tuning of the --init weights for `export --int8` (e.g. "
                         "--epochs 8 --lr 1e-4): trains through the export's INT8 rounding and chooses the "
                         "epoch on validation through it")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed (initialisation, patch sampling, augmentation)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=non_negative_int, help="torch CPU threads (0 = default)")
     p.add_argument("--output", help="run folder (default runs/<protocol>-<recipe>-<arch>)")
@@ -81,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    prog = parser.prog  # python -m train, or ssran-edge train when reached through it
+    args = parser.parse_args(argv)
     try:
         require("train", "python -m train")
     except MissingExtra as exc:
@@ -123,14 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             report = write_report(best, data, device)
             print(f"report: {best.parent / 'report.md'}\n{report['verdict']}")
     except RankLost as exc:  # one line per surviving rank; torchrun then prints its own summary
-        print(f"python -m train: error: {exc}; the last checkpoint in {out} stands: rerun with --resume "
+        print(f"{prog}: error: {one_line(exc)}; the last checkpoint in {out} stands: rerun with --resume "
               f"(any number of ranks)", file=sys.stderr)
         return 2
     except (SSRANEdgeError, ValueError) as exc:
-        print(f"python -m train: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("python -m train: interrupted; resume with --resume", file=sys.stderr)
+        print(f"{prog}: interrupted; resume with --resume", file=sys.stderr)
         return 130
     return 0
 

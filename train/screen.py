@@ -18,7 +18,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ssran_edge.arguments import OneLineParser, positive_int
+from ssran_edge.arguments import OneLineParser, positive_int, protocol_choices
 
 # One change each against the base (the edge recipe with a frozen root-polynomial skip).
 LEVERS: dict[str, dict] = {
@@ -97,13 +97,21 @@ def table(rows: list[dict], floors: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m train.screen", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--protocol", default="cave", choices=["cave", "paris", "pavia"])
-    p.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
-    p.add_argument("--epochs", type=positive_int, default=10)
-    p.add_argument("--patches-per-epoch", type=positive_int, default=400)
-    p.add_argument("--jobs", type=positive_int, default=1, help="screens side by side, one core each")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="runs/screen")
+    p.add_argument("--protocol", default="cave", choices=protocol_choices(),
+                   help="whose training data each lever trains on and whose validation split compares them "
+                        "(default %(default)s)")
+    p.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS), metavar="LEVER",
+                   help=f"the levers to screen, each one change against the base ({', '.join(LEVERS)}; "
+                        "default: all)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per lever (default %(default)s)")
+    p.add_argument("--patches-per-epoch", type=positive_int, default=400,
+                   help="training patches per epoch (default %(default)s)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="screens side by side, one core each (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every lever's run (default %(default)s)")
+    p.add_argument("--output", default="runs/screen",
+                   help="folder for <lever>/ runs and screen.md; a lever whose history is complete is "
+                        "skipped (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
