@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-stream-frames", type=int, default=6)
     g.addoption("--bench-threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = cores)")
     g.addoption("--bench-quick-export", action="store_true", help="export with min/max calibration (the smoke)")
+    g.addoption("--bench-artefacts", default="*",
+                help="comma-separated patterns of the artefacts to measure (fnmatch on their labels, e.g. "
+                     "'torch*,ort model_int8.onnx')")
 
 
 def _csv(config: pytest.Config, name: str) -> list[str]:
@@ -37,8 +41,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             except SSRANEdgeError as exc:  # e.g. pavia without the data sets: its frames and validation split
                 params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=f"{name}: {exc}")))
                 continue
+            patterns = _csv(config, "--bench-artefacts")
             params += [pytest.param(a, id=a.key.replace(" ", "-"))
-                       for a in suite.artefacts(name, export_dir, tuple(_csv(config, "--bench-precisions")))]
+                       for a in suite.artefacts(name, export_dir, tuple(_csv(config, "--bench-precisions")))
+                       if any(fnmatchcase(a.label, p) for p in patterns)]
         metafunc.parametrize("artefact", params, scope="module")
     if "size" in metafunc.fixturenames:
         sizes = [int(s) for s in _csv(config, "--bench-sizes")]

@@ -2,7 +2,7 @@
 latency and accuracy side by side, check the speed targets, and compare with the last saved run.
 
     ssran-edge bench                         cave + pavia, 256/512/2048 px, every artefact (~6 min on 2 cores)
-    ssran-edge bench --smoke                 cave, 256 px, fp32 + int8 (~30 s; what CI runs)
+    ssran-edge bench --smoke                 cave, 256 px, fp32 + int8, SMOKE_ARTEFACTS (~2.5 min; what CI runs)
     ssran-edge bench --compare-only A B      compare two saved runs (pytest-benchmark JSON)
 
 Every run is saved by pytest-benchmark (--benchmark-autosave) under --history; the report and its
@@ -25,6 +25,9 @@ TARGETS = {"int8_speedup": 10.0, "int8_drift_db": 0.1, "int8_ceiling_share": 0.8
            "stream_overhead": 0.10}
 REGRESSION = 0.10  # latency, relative
 DRIFT_INCREASE_DB = 0.01
+# What the smoke measures (CI runs it): the torch references, each precision's portable ONNX through ONNX
+# Runtime, and int8 through OpenVINO both ways. ORT's *_cpu.onnx graphs and OpenVINO fp32 are left to full runs.
+SMOKE_ARTEFACTS = ("torch*", "ort model.onnx", "ort model_int8.onnx", "openvino model_int8.onnx*")
 
 
 def load_rows(path: Path) -> tuple[list[dict], dict]:
@@ -186,7 +189,8 @@ def run_suite(args: argparse.Namespace, json_path: Path) -> int:
                f"--bench-configs={args.configs}", f"--bench-sizes={args.sizes}",
                f"--bench-precisions={args.precisions}", f"--bench-exports={args.exports}",
                f"--bench-stream-size={args.stream_size}", f"--bench-stream-frames={args.stream_frames}",
-               f"--bench-threads={args.threads}", "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
+               f"--bench-threads={args.threads}", f"--bench-artefacts={args.artefacts}",
+               "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
     if args.smoke:
         options.append("--bench-quick-export")
     if not args.no_save:
@@ -204,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-size", type=int, default=512)
     p.add_argument("--stream-frames", type=int, default=6)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = cores)")
-    p.add_argument("--smoke", action="store_true", help="cave, 256 px, fp32 + int8, 2 stream frames")
+    p.add_argument("--artefacts", default="*", help="comma-separated patterns of the artefacts to measure (fnmatch "
+                                                    "on their labels, e.g. 'torch*,ort model_int8.onnx'; default: all)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"cave, 256 px, fp32 + int8 ({', '.join(SMOKE_ARTEFACTS)}), 3 stream frames")
     p.add_argument("--out", default="bench", help="report.md and report.json go here")
     p.add_argument("--history", default=".benchmarks", help="pytest-benchmark storage of saved runs")
     p.add_argument("--no-save", action="store_true", help="do not add this run to the history")
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3 if flags and args.fail_on_regression else 0
     if args.smoke:
         args.configs, args.sizes, args.precisions = "cave", "256", "fp32,int8"
-        args.stream_size, args.stream_frames = 256, 3
+        args.stream_size, args.stream_frames, args.artefacts = 256, 3, ",".join(SMOKE_ARTEFACTS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     history = Path(args.history)
