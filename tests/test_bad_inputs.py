@@ -400,7 +400,7 @@ CASES: list[Case] = [
          "unknown output format '.txt'"),
     Case("predict-unwritable-output", "cli", "--output in a folder chmod 0500",
          lambda i, o: last(o.chmod(0o500), predict(str(npy(i / "x.npy", rgb())), "--output", str(o / "y.npy"))),
-         "cannot write output (Permission denied)", needs="user"),
+         "y.npy: cannot be written (Permission denied)", needs="user"),
     Case("predict-output-under-a-file", "cli", "--output below a regular file",
          lambda i, o: last((i / "file").write_text("x"),
                            predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "sub" / "y.npy"))),
