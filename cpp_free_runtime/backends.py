@@ -61,13 +61,18 @@ class Selection:
         return self.card.wavelengths_nm if self.card else None
 
 
+def exported_from(onnx_path: Path, weights: Path) -> bool:
+    """Whether an ONNX records exactly these weights' hash (python -m export writes it in its metadata)."""
+    return read_metadata(onnx_path).get(WEIGHTS_HASH) == sha256_file(weights)
+
+
 def onnx_beside(weights: Path) -> Path | None:
     """`model.onnx` next to `model.safetensors` when it was exported from exactly these weights (the
     bundled models ship so); None otherwise."""
     onnx_path = weights.with_suffix(".onnx")
     if not onnx_path.is_file():
         return None
-    if read_metadata(onnx_path).get(WEIGHTS_HASH) != sha256_file(weights):
+    if not exported_from(onnx_path, weights):
         log.warning("%s was not exported from %s (weights hash differs); not using it", onnx_path.name, weights.name)
         return None
     return onnx_path

@@ -57,6 +57,18 @@ class Runner:
         """How messages name what runs: the artefact's file name, else the runner's name."""
         return self.path.name if self.path is not None else self.name
 
+    def settle_bands(self, graph_in: int, graph_out: int) -> None:
+        """The graph's static band counts (0 where dynamic) against the card's: an ONNX without our
+        metadata takes the graph's; a graph that disagrees with its card is refused in one line."""
+        if not self.in_bands or not self.out_bands:  # an ONNX without our metadata: trust its static shapes
+            if not (graph_in and graph_out):
+                raise RunnerError(f"{self.source}: band counts unknown (no ssran_edge metadata, dynamic channels); "
+                                  "export it with python -m export")
+            self.in_bands, self.out_bands = graph_in, graph_out
+        for what, static, expected in (("input", graph_in, self.in_bands), ("output", graph_out, self.out_bands)):
+            if static and static != expected:
+                raise RunnerError(f"{self.source}: the graph's {what} has {static} bands, its card says {expected}")
+
     def activate(self) -> Runner:
         if not self.active:
             self.activate_impl()
@@ -182,15 +194,7 @@ class OrtRunner(Runner):
             raise RunnerError(f"{self.path.name}: a tensor or dimension name is not UTF-8 text (a damaged "
                               "graph)") from None
         self.input_name = meta.name
-        if not self.in_bands or not self.out_bands:  # an ONNX without our metadata: trust its static shapes
-            if not (isinstance(meta.shape[1], int) and isinstance(out_meta.shape[1], int)):
-                raise RunnerError(f"{self.path}: band counts unknown (no ssran_edge metadata, dynamic channels); "
-                                  "export it with python -m export")
-            self.in_bands, self.out_bands = int(meta.shape[1]), int(out_meta.shape[1])
-        for what, static, expected in (("input", meta.shape[1], self.in_bands), ("output", out_meta.shape[1],
-                                                                                  self.out_bands)):
-            if isinstance(static, int) and static != expected:
-                raise RunnerError(f"{self.path.name}: the graph's {what} has {static} bands, its card says {expected}")
+        self.settle_bands(*(int(t.shape[1]) if isinstance(t.shape[1], int) else 0 for t in (meta, out_meta)))
         self.input_dtype = FLOAT_TYPES[meta.type]
 
     def _check_graph(self, inputs, outputs):
@@ -389,14 +393,7 @@ class OpenVinoRunner(Runner):
                 raise RunnerError(f"{name}: input has a fixed height/width {shape}; the runtime feeds tiles of "
                                   "several sizes: export it with dynamic height and width")
             shapes[what] = shape[1].get_length() if shape[1].is_static else 0
-        if not self.in_bands or not self.out_bands:
-            if not (shapes["input"] and shapes["output"]):
-                raise RunnerError(f"{name}: band counts unknown (no ssran_edge metadata, dynamic channels); "
-                                  "export it with python -m export")
-            self.in_bands, self.out_bands = shapes["input"], shapes["output"]
-        for what, expected in (("input", self.in_bands), ("output", self.out_bands)):
-            if shapes[what] and shapes[what] != expected:
-                raise RunnerError(f"{name}: the graph's {what} has {shapes[what]} bands, its card says {expected}")
+        self.settle_bands(shapes["input"], shapes["output"])
         self.input_dtype = np.float16 if inputs[0].get_element_type() == ov.Type.f16 else np.float32
 
     def deactivate_impl(self) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from ssran_edge.atomic import atomic_path, sha256_file
 from ssran_edge.export.fuse import deploy_form, global_average_pools
-from ssran_edge.io import cache_dir
+from ssran_edge.io import cached_onnx_path
 
 log = logging.getLogger("ssran_edge.export")
 INPUT, OUTPUT = "msi", "hsi"
@@ -84,7 +84,7 @@ def cached_onnx(weights: str | Path) -> Path:
     from ssran_edge.checkpoint import load_model
     from ssran_edge.errors import shown_path
 
-    path = cache_dir() / f"{sha256_file(weights)[:20]}.onnx"
+    path = cached_onnx_path(weights)
     if not path.is_file():
         load_model(weights)  # raises CheckpointError for weights that could not be exported
         log.info("exporting %s to ONNX once (cached at %s)", shown_path(weights), shown_path(path))

@@ -54,8 +54,8 @@ def export_once(weights: Path) -> Path:
         from ssran_edge.export.onnx_export import cached_onnx
     except ImportError:
         raise SSRANEdgeError(f"{shown_path(weights.name)}: no ONNX beside these weights, and exporting one needs "
-                             "the [export] "
-                             "extra: pip install 'ssran-edge[export]' (or pass an .onnx with --model)") from None
+                             "the [export] extra: pip install 'ssran-edge[export]' (or pass an .onnx with --model)"
+                             ) from None
     return cached_onnx(weights)
 
 
@@ -260,40 +260,40 @@ def _artefacts(weights: Path, name: str) -> list[str]:
     """What stands beside the weights: the ONNX the runtime uses without torch (and whether it was exported
     from exactly these weights), an ONNX cached from them, and the export folder python -m export writes."""
     from ssran_edge.atomic import sha256_file
-    from ssran_edge.io import cache_dir
+    from ssran_edge.io import cached_onnx_path
+    from ssran_edge.records import MANIFEST, Manifest
 
-    digest = sha256_file(weights) if weights.is_file() else None
     lines = []
     onnx_path = weights.with_suffix(".onnx")
     if onnx_path.is_file():
-        from ssran_edge.runtime.backends import WEIGHTS_HASH
-        from ssran_edge.runtime.loaders import read_metadata
+        from ssran_edge.runtime.backends import exported_from
 
         try:
-            recorded = read_metadata(onnx_path).get(WEIGHTS_HASH)
+            ours = exported_from(onnx_path, weights)
         except SSRANEdgeError as exc:
             lines.append(f"{shown_path(onnx_path.name)}: unreadable ({one_line(exc)})")
         else:
             lines.append(f"{shown_path(onnx_path.name)}: exported from these weights (weights hash matches): runs "
-                         "without torch" if recorded == digest else
+                         "without torch" if ours else
                          f"{shown_path(onnx_path.name)}: NOT exported from these weights (weights hash differs): "
                          "the runtime ignores it")
     else:
-        cached = cache_dir() / f"{digest[:20]}.onnx" if digest else None
+        cached = cached_onnx_path(weights) if weights.is_file() else None
         lines.append(f"no {shown_path(onnx_path.name)} beside the weights: "
                      + (f"the runtime uses the ONNX cached from them ({shown_path(cached)})"
                         if cached and cached.is_file()
                         else "the runtime exports one once (the [export] extra) or runs --backend torch"))
-    manifest_path = Path("exports") / weights.stem / "manifest.json"
+    manifest_path = Path("exports") / weights.stem / MANIFEST
     if manifest_path.is_file():
         try:
-            manifest = json.loads(manifest_path.read_text())
-            files = [f"{a['file']} ({a['precision']})" for a in manifest["artefacts"]]
-            source = ("from these weights" if manifest.get("source_sha256") == digest
+            manifest = Manifest.read(manifest_path)
+        except SSRANEdgeError as exc:
+            lines.append(f"{shown_path(manifest_path)}: unreadable ({one_line(exc)})")
+        else:
+            files = [f"{a.file} ({a.precision})" for a in manifest.artefacts]
+            source = ("from these weights" if weights.is_file() and manifest.source_sha256 == sha256_file(weights)
                       else "from OTHER weights (hash differs)")
             lines.append(f"{shown_path(manifest_path.parent)}/: {', '.join(files) or 'no artefact passed'}; {source}")
-        except (ValueError, KeyError, TypeError, OSError) as exc:
-            lines.append(f"{shown_path(manifest_path)}: unreadable ({one_line(exc)})")
     else:
         lines.append(f"no {shown_path(manifest_path.parent)}/ here (python -m export --weights {name} writes it)")
     return lines

@@ -32,6 +32,14 @@ def cache_dir(*parts: str) -> Path:
     return Path(os.environ.get("SSRAN_CACHE", Path.home() / ".cache" / "ssran-edge"), *parts)
 
 
+def cached_onnx_path(weights: str | Path) -> Path:
+    """Where the ONNX exported once from a weights file is kept (by the weights' hash): written by
+    export's cached_onnx, read by the runtime and `info`."""
+    from ssran_edge.atomic import sha256_file
+
+    return cache_dir(f"{sha256_file(weights)[:20]}.onnx")
+
+
 def special_file(path: str | Path) -> str | None:
     """What a path is if it is a pipe, device or socket (opening a FIFO for reading blocks until a
     writer comes, forever if none does); None for files, folders and missing paths. stat() never blocks."""
