@@ -52,11 +52,6 @@ class Selection:
     model: Path | None = None  # the file asked for (weights, ONNX or engine)
 
     @property
-    def on_gpu(self) -> bool:
-        """Whether the runner computes on a GPU (TensorRT, CUDA ONNX Runtime or PyTorch, OpenVINO's GPU)."""
-        return self.runner.device.lower().startswith(("cuda", "gpu"))
-
-    @property
     def wavelengths(self) -> list[float] | None:
         return self.card.wavelengths_nm if self.card else None
 

@@ -155,9 +155,6 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
-SIDECAR_KEYS = ("tensorrt", "gpu", "compute_capability", "precision", "profiles", "inputs", "outputs")  # required
-
-
 def read_sidecar(engine_path: str | Path) -> EngineSidecar:
     engine_path = Path(engine_path)
     path = sidecar_path(engine_path)

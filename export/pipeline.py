@@ -222,7 +222,7 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
                        f"tile {tile})\n\n{drift_gate.MD_HEADER}\n" + "\n".join(d.markdown() for d in drifts) + "\n")
     write_json(opts.output / "drift.json", [d.to_dict() for d in drifts])
     return Manifest(ssran_edge_version=__version__, source_weights=str(opts.weights),
-                    source_sha256=sha256_file(opts.weights), protocol=card.protocol,
+                    source_sha256=common["weights_sha256"], protocol=card.protocol,
                     bands=[card.in_bands, card.out_bands], tile=tile, halo=opts.halo, artefacts=artefacts,
                     drift=[d.to_dict() for d in drifts], tensorrt="built" if trt_ok else f"skipped: {trt_reason}",
                     options=_jsonable(opts))
