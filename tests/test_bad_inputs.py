@@ -297,6 +297,12 @@ def predict(*argv: str) -> tuple[str, list[str]]:
     return "ssran-edge", ["predict", *argv]
 
 
+def predict_below_a_file(inp: Path, name: str | Path) -> tuple[str, list[str]]:
+    """predict with --output `inp`/file/`name`, where `file` is a regular file: no folder can be made there."""
+    (inp / "file").write_text("x")
+    return predict(str(npy(inp / "x.npy", rgb())), "--output", str(inp / "file" / name))
+
+
 def run(*argv: str) -> tuple[str, list[str]]:
     return "ssran-edge", ["run", *argv, "--backend", "torch"]  # torch: no ONNX export cached on the way
 
@@ -402,13 +408,11 @@ CASES: list[Case] = [
          lambda i, o: last(o.chmod(0o500), predict(str(npy(i / "x.npy", rgb())), "--output", str(o / "y.npy"))),
          "y.npy: cannot be written (Permission denied)", needs="user"),
     Case("predict-output-under-a-file", "cli", "--output below a regular file",
-         lambda i, o: last((i / "file").write_text("x"),
-                           predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "sub" / "y.npy"))),
+         lambda i, o: predict_below_a_file(i, "sub/y.npy"),
          "file is a file, not a folder"),
     Case("predict-output-control-character", "cli", "--output $'bad\\nname.npy' below a regular file (the newline "
          "split the one-line error in two)",
-         lambda i, o: last((i / "file").write_text("x"),
-                           predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "bad\nname.npy"))),
+         lambda i, o: predict_below_a_file(i, "bad\nname.npy"),
          "bad\\nname.npy': "),
     # --- GeoTIFF / JP2 (the [geo] extra: rasterio's GDAL) ---------------------------------------------------
     Case("geo-corrupt-tiff", "cli", "a .tif whose bytes after the TIFF magic are garbage",
@@ -690,8 +694,7 @@ CASES: list[Case] = [
          "m.safetensors: cannot load checkpoint safely"),
     Case("process-predict-output-escape-sequence", "process", "--output a name holding a terminal escape "
          "(ESC [2J, clear screen) below a regular file",
-         lambda i, o: last((i / "file").write_text("x"),
-                           predict(str(npy(i / "x.npy", rgb())), "--output", str(i / "file" / "\x1b[2Jy.npy"))),
+         lambda i, o: predict_below_a_file(i, "\x1b[2Jy.npy"),
          "\\x1b[2Jy.npy': "),
     # --- full disk, simulated --------------------------------------------------------------------------------
     Case("full-disk-predict-npy", "process", "predict --output y.npy, file-size limit 64 kB (EFBIG)",
