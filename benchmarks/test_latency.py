@@ -120,3 +120,47 @@ def test_stream(benchmark, artefact: suite.Artefact, runner, request):
         bare_seconds=float(np.median(bare)), flop=suite.flops_per_pixel(artefact.config) * count * size * size)
     if steady:
         benchmark.extra_info["steady_seconds_per_frame"] = float(np.median(steady))
+
+
+def test_decode(benchmark, artefact: suite.Artefact, request):
+    """What decoding photos costs `ssran-edge run`: a folder of 8-bit sRGB PNG frames through the stream
+    as shipped (no sink). Per frame (medians): the decode stage (codes -> linear values, one table lookup)
+    against the runner's time plus that decode, the issue's "<= 5 %"; the PNG read (Pillow) beside them
+    for the record. Measured on ONNX Runtime int8, the artefact `run` picks on a CPU; one is enough."""
+    from PIL import Image
+
+    from ssran_edge.encoding import srgb_eotf
+    from ssran_edge.runtime.sources import FolderSource
+
+    if artefact.backend != "ort" or artefact.precision != "int8" or artefact.whole_frame:
+        pytest.skip("decoding is measured once, with ONNX Runtime int8")
+    size = request.config.getoption("--bench-stream-size")
+    count = request.config.getoption("--bench-stream-frames")
+    tile = suite.card_of(artefact.config).inference.tile
+    shipped = suite.open_runner(artefact, request.config.getoption("--bench-threads"), spinning=False).activate()
+    samples: dict[str, list[float]] = {"decode": [], "runner": [], "read": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        # the linear demo frames sRGB-encoded as a camera would: the codes whose decode gives them back
+        codes = np.arange(256) / 255
+        for k, linear in enumerate(suite.frames(artefact.config, size, count)):
+            encoded = np.searchsorted(srgb_eotf(codes), np.clip(linear / linear.max(), 0, 1)).clip(0, 255)
+            Image.fromarray(encoded.astype(np.uint8)).save(Path(tmp) / f"f{k:03d}.png")
+        shipped.infer(np.zeros((1, shipped.in_bands, tile, tile), np.float32))  # warm-up
+
+        def stream() -> None:
+            stats = StreamPipeline(FolderSource(tmp), shipped, None, tile=tile, halo=suite.HALO,
+                                   batch=shipped.requests).run()
+            assert stats.frames == count
+            for stage in ("decode", "read"):
+                samples[stage].append(stats.stage_seconds[stage].percentile(50))
+            samples["runner"].append(stats.runner_per_frame.percentile(50, skip_first=True))
+
+        benchmark.group = f"{artefact.config} decode {size}px"
+        benchmark.pedantic(stream, rounds=3, warmup_rounds=0)
+    shipped.deactivate()
+    decode, runner_s, read = (float(np.median(samples[k])) for k in ("decode", "runner", "read"))
+    benchmark.extra_info.update(
+        kind="decode", config=artefact.config, artefact=artefact.label, backend=artefact.backend,
+        precision=artefact.precision, size=size, frames=count, pixels=count * size * size,
+        flop=suite.flops_per_pixel(artefact.config) * count * size * size, decode_seconds=decode,
+        runner_seconds=runner_s, read_seconds=read, decode_share=decode / (runner_s + decode))

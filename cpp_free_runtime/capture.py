@@ -36,13 +36,6 @@ def redact(spec: str) -> str:
     return re.sub(r"//[^/@\s]+@", "//***@", spec)
 
 
-def integer_scale(dtype: np.dtype) -> float:
-    """1/max for integer pixels (8-bit -> 1/255, 16-bit -> 1/65535); floats are taken as already scaled."""
-    if dtype.kind in "ui":
-        return 1.0 / float(np.iinfo(dtype).max)
-    return 1.0
-
-
 def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
     """OpenCV's BGR/BGRA -> RGB/RGBA; grey -> (H, W, 1). Other channel counts are left alone."""
     if image.ndim == 2:
@@ -124,8 +117,9 @@ class _PendingRead:
 
 class VideoSource(Source):
     """A camera (device index), network stream (RTSP/HTTP), GStreamer pipeline or video file through
-    cv2.VideoCapture. Frames are RGB (OpenCV's BGR reversed) float32, integer pixels scaled to [0, 1]
-    (1/255 for 8-bit, 1/65535 for 16-bit, unless `scale` is given).
+    cv2.VideoCapture. Frames are RGB (OpenCV's BGR reversed): the 8/16-bit codes as delivered, sRGB-encoded
+    (what cameras and video codecs hand out; the stream decodes them), or, with `scale` given, linear
+    float32 values = codes x scale (a machine-vision camera set to a linear output).
 
     A live source that stops delivering is retried `retries` times with exponential backoff
     (backoff, 2*backoff, ... capped at max_backoff seconds), re-opening the capture between tries when
@@ -146,6 +140,7 @@ class VideoSource(Source):
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.read_timeout = read_timeout
         self.reconnect, self.scale = reconnect, scale
+        self.encoding = "srgb" if scale is None else "linear"
         self.spec, self.api, auto_live, self.path = self._parse(spec)
         self.live = auto_live if live is None else bool(live)
         self.name = redact(str(spec))
@@ -268,12 +263,13 @@ class VideoSource(Source):
                 self._ended = True
                 return None
         stamp = time.monotonic()
-        scale = self.scale if self.scale is not None else integer_scale(image.dtype)
-        data = bgr_to_rgb(image).astype(np.float32) * np.float32(scale)
+        data, encoding = bgr_to_rgb(image), self.encoding
+        if self.scale is not None or data.dtype.kind not in "u":  # a given scale: linear values, as stored
+            data = data.astype(np.float32) * np.float32(self.scale if self.scale is not None else 1.0)
         if self.bands is None:
             self.bands = data.shape[2]
         pos_msec = float(self._cap.get(opencv().CAP_PROP_POS_MSEC)) if self._cap is not None else 0.0
-        frame = Frame(self._index, data, stamp, meta={"pos_msec": pos_msec})
+        frame = Frame(self._index, data, stamp, encoding=encoding, meta={"pos_msec": pos_msec})
         self._index += 1
         return frame
 

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ssran_edge.data.cube import Encoding
 from ssran_edge.errors import SourceError
 from ssran_edge.io import special_file
 
 if TYPE_CHECKING:
     from ssran_edge.data.cube import GeoInfo
 
-# How a frame's values relate to light: "linear" (proportional to radiance, what every source hands out
-# today and what the models were trained on) or "srgb" (gamma-encoded 8-bit camera output, to be decoded).
-Encoding = Literal["linear", "srgb"]
 
 
 @dataclass
 class Frame:
-    """One multispectral frame (H, W, bands) float32, or one window of a large scene.
+    """One multispectral frame (H, W, bands), or one window of a large scene: float32, or the integer codes
+    of an 8/16-bit image or video frame (full scale = the dtype's maximum). The stream's preprocess stage
+    decodes every frame to linear float32 as its `encoding` says (`ssran_edge.encoding.to_linear`).
 
     For a window of a large scene, `region` = (row0, col0, full_height, full_width) says where its
     pixels go in the full output; `core` = (row0, row1, col0, col1) within `data` marks the pixels it
@@ -58,6 +58,7 @@ class Source:
     single_frame: bool = False  # exactly one frame (a file): an output file name is used as given
     geo: GeoInfo | None = None  # a georeferenced source's grid (known once open), handed to Sink.open
     camera: str | None = None  # the SRF its frames were taken (or simulated) with, when known
+    encoding: Encoding | None = None  # how its frames' values relate to light, when known before the first
     reference: np.ndarray | None = None  # ground truth of a simulated camera, for per-frame quality
 
     def open(self) -> None: ...

@@ -5,6 +5,8 @@ writing one frame overlap the next frame's inference.
 - Live sources (cameras) drop the oldest waiting frame when inference falls behind (counted);
   file sources block instead and never drop.
 - The band count is checked against the model on the first frame.
+- Every frame is decoded to linear values as its `encoding` says (sRGB codes: one table lookup), or
+  as the user forced with `encoding` ("linear"/"srgb"; "auto": as each file says).
 - stop() (SIGINT/SIGTERM in the CLI) stops reading; frames already read are finished and written,
   so every frame that was read is whole on disk. A source that fails (a camera gone after its
   retries, an unreadable file) ends the stream the same way, then its error is raised.
@@ -26,6 +28,7 @@ import time
 import numpy as np
 
 from ssran_edge.data.readers import check_cube
+from ssran_edge.encoding import resolve, to_linear
 from ssran_edge.errors import DataError
 from ssran_edge.metrics import psnr, sam
 from ssran_edge.runtime.frames import Sink, Source
@@ -40,12 +43,13 @@ _DONE = object()  # end-of-stream marker passed down the queues
 class StreamPipeline:
     def __init__(self, source: Source, runner: Runner, sink: Sink | None, *, tile: int = 256, halo: int = 8,
                  batch: int = 4, queue_size: int = 4, previews=None, max_frames: int = 0, progress=None,
-                 reference: np.ndarray | None = None, patch: int = 0):
+                 reference: np.ndarray | None = None, patch: int = 0, encoding: str = "auto"):
         self.source, self.runner, self.sink = source, runner, sink
         self.tile, self.halo, self.batch = tile, halo, batch
         self.patch = patch  # > 0: patch mode (each frame cut into patch x patch blocks), not tiles
         self.previews, self.max_frames, self.progress = previews, max_frames, progress
         self.reference = reference  # ground truth of a replayed cube: quality is reported per frame
+        self.encoding = encoding  # "auto": each frame's own; "linear"/"srgb": the user's word for every frame
         self.stats = StreamStats()
         self._stop = threading.Event()
         self._error: BaseException | None = None  # a stage failed: drop the work in flight
@@ -110,8 +114,11 @@ class StreamPipeline:
             if self._error is None:
                 try:
                     started = time.perf_counter()
-                    frame.data = check_cube(frame.data, f"{self.source.name} frame {frame.index}",
-                                            self.runner.in_bands)
+                    name = f"{self.source.name} frame {frame.index}"
+                    frame.data = to_linear(frame.data, resolve(self.encoding, frame.encoding), name)
+                    frame.encoding = "linear"
+                    self.stats.stage_seconds["decode"].append(time.perf_counter() - started)
+                    frame.data = check_cube(frame.data, name, self.runner.in_bands)
                     # nodata (a GDAL raster's mask) is never fed to the network as data
                     frame.data = fill_masked(frame.data, frame.valid)
                     self.stats.stage_seconds["preprocess"].append(time.perf_counter() - started)
@@ -256,12 +263,19 @@ def default_batch(runner: Runner) -> int:
 
 
 def open_stream(source: Source, runner: Runner, sink: Sink | None, wavelengths: list[float] | None,
-                **pipeline: object) -> StreamPipeline:
-    """Model and source open: the band check, the sink opened with the source's grid (a raster's CRS and
+                camera: str | None = None, **pipeline: object) -> StreamPipeline:
+    """Model and source open: the band check, a warning when the source's camera is known and is not the
+    model's (`camera`: the SRF its card names), the sink opened with the source's grid (a raster's CRS and
     transform), and the pipeline that runs them (keywords: StreamPipeline's; the source's reference cube
     unless one is given)."""
     if source.bands is not None and runner.in_bands and source.bands != runner.in_bands:
         raise DataError(f"{source.name}: {source.bands} bands, but the model takes {runner.in_bands}")
+    encoding = str(pipeline.get("encoding", "auto"))
+    # sRGB-encoded frames decode to linear sRGB: their camera is the sRGB standard, whatever took them
+    taken = "srgb" if source.encoding and resolve(encoding, source.encoding) == "srgb" else source.camera
+    if camera and taken and taken != camera:
+        log.warning("%s: %s camera values, but the model was trained on %s ones: expect a camera mismatch "
+                    "in the spectra", source.name, taken, camera)
     if sink is not None:
         sink.open(runner.out_bands, wavelengths, geo=source.geo)
     pipeline.setdefault("reference", source.reference)

@@ -4,7 +4,7 @@
                                                as a simulated camera, into the bundled model, best backend
   ssran-edge run camera_stream:0               a real camera (device index), or a video file, an RTSP URL,
                                                or a GStreamer pipeline (Jetson CSI: "nvarguscamerasrc ! ...")
-  ssran-edge run frames/ --output cubes.zarr   a folder of frames (PNG/TIFF/npy/ENVI)
+  ssran-edge run frames/ --output cubes.zarr   a folder of frames (JPEG/PNG/TIFF/raw/npy/ENVI)
   ssran-edge run big.npy --window 2048 --output big.hdr   a very large scene, in windows, bounded memory
   ssran-edge run replay:cube.mat --srf sentinel2a         any hyperspectral cube through any SRF
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 from ssran_edge.arguments import (
     BACKEND_HELP,
     MIN_TILE,
+    add_encoding_argument,
     add_raster_arguments,
     backend_choices,
     is_geotiff_output,
@@ -38,8 +39,9 @@ log = logging.getLogger("ssran_edge.runtime")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", nargs="?", default="camera_stream",
                    help="camera_stream (the bundled CAVE crop as a simulated camera; default), camera_stream:N "
-                        "(camera N), camera_stream:VIDEO|URL|PIPELINE, a folder of frames, a scene file (.npy, "
-                        "ENVI, .mat, GeoTIFF/JP2), or replay:CUBE with --srf")
+                        "(camera N), camera_stream:VIDEO|URL|PIPELINE, a folder of frames, a photo (.jpg, .png...), "
+                        "a camera raw file (.dng, .nef...), a scene file (.npy, ENVI, .mat, GeoTIFF/JP2), or "
+                        "replay:CUBE with --srf")
     p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine, or bundled: cave (default), cave_ssran, "
                                    "paris, pavia")
     p.add_argument("--backend", default="auto", choices=backend_choices(), help=BACKEND_HELP)
@@ -63,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default %(default)s)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0 = default)")
     p.add_argument("--summary-json", help="write the run summary here")
+    add_encoding_argument(p)
     add_raster_arguments(p)
 
 
@@ -109,9 +112,11 @@ def _run(args, selection, source, sink, previews) -> int:
     from ssran_edge.runtime.pipeline import default_batch, open_stream
 
     with selection.runner as runner, source:
-        pipeline = open_stream(source, runner, sink, selection.wavelengths, tile=args.tile or selection.tile,
-                               halo=args.halo, batch=args.batch or default_batch(runner),
-                               queue_size=args.queue, previews=previews, max_frames=args.max_frames)
+        card = selection.card
+        pipeline = open_stream(source, runner, sink, selection.wavelengths, camera=card.srf if card else None,
+                               encoding=args.input_encoding, tile=args.tile or selection.tile, halo=args.halo,
+                               batch=args.batch or default_batch(runner), queue_size=args.queue,
+                               previews=previews, max_frames=args.max_frames)
         if sink is not None and source.geo is not None and not source.geo.georeferenced:
             print(f"note: {source.name} has no georeferencing (no CRS or geotransform); neither has the output",
                   file=sys.stderr)

@@ -2,9 +2,11 @@
 window by window, GDAL rasters, and hyperspectral cubes replayed through an SRF as a simulated camera;
 cameras and video live in `capture.py`. `open_source(spec)` picks one from a command-line string.
 
-Band order: OpenCV delivers BGR(A); every source here hands out RGB(A) order (band 0 = red), the
-order of the bundled RGB SRFs (nikon_d700: R, G, B). Pixel values: 8/16-bit images and video are
-scaled to [0, 1]; .npy/.npz/.mat/ENVI values pass through as stored (as `read_cube` gives them).
+Band order: every source here hands out RGB order (band 0 = red), the order of the bundled RGB SRFs
+(nikon_d700: R, G, B). Pixel values: photos and video are handed out as their 8/16-bit codes with the
+encoding their file says (`Frame.encoding`; the stream decodes them to linear); raw files as linear
+values balanced like the models' cameras; .npy/.npz/.mat/ENVI values pass through as stored (as
+`read_cube` gives them).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from ssran_edge.data.cube import RASTER_SUFFIXES, Cube, RasterOptions
+from ssran_edge.data.images import PHOTO_SUFFIXES, TIFF_SUFFIXES, is_picture, read_picture
+from ssran_edge.data.raw import RAW_SUFFIXES
 from ssran_edge.data.readers import (
     check_cube,
     check_npy_header,
@@ -29,23 +33,22 @@ from ssran_edge.runtime.capture import (
     STREAM_SCHEMES,
     VIDEO_EXTENSIONS,
     VideoSource,
-    bgr_to_rgb,
-    integer_scale,
-    opencv,
     redact,
 )
 from ssran_edge.runtime.frames import Frame, Source, release_pages, require_file
 
 log = logging.getLogger("ssran_edge.runtime")
 
-IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
+IMAGE_EXTENSIONS = PHOTO_SUFFIXES + TIFF_SUFFIXES + RAW_SUFFIXES  # through read_cube's picture/raw readers
 CUBE_EXTENSIONS = (".npy", ".npz", ".mat")
 ENVI_EXTENSIONS = (".hdr", ".img")  # the header, or the data file beside it
 LARGE_SCENE_BYTES = 512 * 2**20  # above this a single file is read in windows, never whole
 ACCEPTED_FORMS = ("camera_stream (bundled demo scene as a simulated camera), camera_stream:<device|url|file>, "
                   "a device index (0), rtsp://... or http://..., a GStreamer pipeline (contains '!'), "
                   "replay:<cube> (a hyperspectral cube through --srf), a folder of frames, "
-                  "a video file (.mp4 .avi .mkv .mov), an MSI file (.npy .npz .mat, ENVI .hdr/.img), "
+                  "a video file (.mp4 .avi .mkv .mov), a photo (.jpg .png .webp .bmp .tif .heic), "
+                  "a camera raw file (.dng .nef .cr2 .arw...; the [raw] extra), "
+                  "an MSI file (.npy .npz .mat, ENVI .hdr/.img), "
                   "a GDAL raster (.tif .jp2 .vrt: GeoTIFF, COG, Sentinel-2; the [geo] extra)")
 
 
@@ -61,40 +64,11 @@ def _read_cube(path: Path, variable: str | None = None) -> Cube:
         raise SourceError(one_line(exc)) from None
 
 
-def read_image_frame(path: Path) -> np.ndarray:
-    """One PNG/TIFF as an (H, W, bands) float32 frame: 8/16-bit scaled to [0, 1], colour in RGB order;
-    a multi-page TIFF is one band per page."""
-    cv2 = opencv()
-    pages: list[np.ndarray] = []
-    # A damaged file makes libtiff/libpng log several lines to stderr through OpenCV; we say it in one.
-    level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff") and cv2.imcount(str(path)) > 1:
-            ok, found = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
-            pages = list(found) if ok else []
-        else:
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            pages = [] if image is None else [image]
-    except cv2.error:
-        pages = []
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-    if not pages:
-        raise SourceError(f"{path}: unreadable image (not a PNG/TIFF OpenCV can decode)")
-    if len({(p.shape[:2], p.dtype) for p in pages}) != 1:
-        raise SourceError(f"{path}: TIFF pages differ in size or bit depth")
-    data = np.concatenate([bgr_to_rgb(p) for p in pages], axis=2)
-    scaled = data.astype(np.float32) * np.float32(integer_scale(data.dtype))
-    try:
-        return check_cube(scaled, str(path))
-    except SSRANEdgeError as exc:
-        raise SourceError(one_line(exc)) from None
-
-
 class FolderSource(Source):
-    """A folder of frames in name order, each file one multi-band frame: PNG/TIFF (8/16-bit, grey or
-    colour; multi-page TIFF = one band per page), .npy/.npz (H, W, B) and ENVI (.hdr beside its data).
-    Other files are skipped. Every frame must have the same band count."""
+    """A folder of frames in name order, each file one multi-band frame: photos (JPEG, PNG, WebP, BMP,
+    TIFF, HEIC: their codes and encoding; a multi-page TIFF = one band per page), camera raw files,
+    .npy/.npz (H, W, B) and ENVI (.hdr beside its data). Other files are skipped. Every frame must have
+    the same band count."""
 
     live = False
 
@@ -106,7 +80,7 @@ class FolderSource(Source):
         self.files: list[Path] = []
         self._position = 0
         self._opened = False
-        self._first: tuple[np.ndarray, list[float] | None] | None = None
+        self._first: Cube | None = None
 
     def open(self) -> None:
         if self._opened:
@@ -121,14 +95,20 @@ class FolderSource(Source):
             raise SourceError(f"{self.folder}: no frames (expected {', '.join(readable)} files)")
         # The first frame now: its band count is checked against the model before any output is opened.
         self._first = self._load(self.files[0])
-        self.bands, self.wavelengths = self._first[0].shape[2], self._first[1]
+        self.bands, self.wavelengths = self._first.bands, _wavelength_list(self._first)
+        self.encoding, self.camera = self._first.encoding, self._first.camera
         self._opened = True
 
-    def _load(self, path: Path) -> tuple[np.ndarray, list[float] | None]:
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            return read_image_frame(path), None
-        cube = _read_cube(path)
-        return cube.data, _wavelength_list(cube)
+    @staticmethod
+    def _load(path: Path) -> Cube:
+        """A frame's file; a picture keeps its integer codes (decoded in the stream by one table lookup)."""
+        if path.suffix.lower() in PHOTO_SUFFIXES + TIFF_SUFFIXES and is_picture(path):
+            try:
+                picture = read_picture(path)
+            except SSRANEdgeError as exc:
+                raise SourceError(one_line(exc)) from None
+            return Cube(picture.codes, None, str(path), encoding=picture.encoding)
+        return _read_cube(path)
 
     def read(self) -> Frame | None:
         self.open()
@@ -136,18 +116,20 @@ class FolderSource(Source):
             return None
         path = self.files[self._position]
         if self._position == 0 and self._first is not None:
-            (data, _), self._first = self._first, None
+            cube, self._first = self._first, None
         else:
-            data, _ = self._load(path)
-        if data.shape[2] != self.bands:
-            raise SourceError(f"{path}: {data.shape[2]} bands, but earlier frames in {self.folder} have {self.bands}")
-        frame = Frame(self._position, data, time.monotonic(), meta={"path": str(path)})
+            cube = self._load(path)
+        if cube.bands != self.bands:
+            raise SourceError(f"{path}: {cube.bands} bands, but earlier frames in {self.folder} have {self.bands}")
+        frame = Frame(self._position, cube.data, time.monotonic(), encoding=cube.encoding, camera=cube.camera,
+                      meta={"path": str(path)})
         self._position += 1
         return frame
 
 
 class FileSource(Source):
-    """A single MSI file (.npy, .npz, .mat, ENVI) as a one-frame stream, read whole via `read_cube`."""
+    """A single file (a photo, a raw file, .npy, .npz, .mat, ENVI) as a one-frame stream, read whole via
+    `read_cube`."""
 
     live = False
     single_frame = True
@@ -165,6 +147,7 @@ class FileSource(Source):
             self._cube = _read_cube(self.path, self.variable)
             self.bands = self._cube.bands
             self.wavelengths = _wavelength_list(self._cube)
+            self.encoding, self.camera = self._cube.encoding, self._cube.camera
 
     def read(self) -> Frame | None:
         if self._done:
@@ -172,7 +155,8 @@ class FileSource(Source):
         self.open()
         assert self._cube is not None
         self._done = True
-        return Frame(0, self._cube.data, time.monotonic(), meta={"path": str(self.path)})
+        return Frame(0, self._cube.data, time.monotonic(), encoding=self._cube.encoding, camera=self._cube.camera,
+                     meta={"path": str(self.path)})
 
     def close(self) -> None:
         self._cube = None
@@ -419,8 +403,8 @@ class CubeSource(Source):
     single_frame = True
 
     def __init__(self, cube: Cube, *, camera: str | None = None, reference: np.ndarray | None = None) -> None:
-        self.cube, self.camera, self.reference = cube, camera, reference
-        self.name, self.bands, self.geo = cube.source, cube.bands, cube.geo
+        self.cube, self.camera, self.reference = cube, camera or cube.camera, reference
+        self.name, self.bands, self.geo, self.encoding = cube.source, cube.bands, cube.geo, cube.encoding
         self.wavelengths = _wavelength_list(cube)
         self._done = False
 
@@ -429,7 +413,7 @@ class CubeSource(Source):
             return None
         self._done = True
         return Frame(0, self.cube.data, time.monotonic(), valid=self.cube.valid, camera=self.camera,
-                     meta={"path": self.cube.source})
+                     encoding=self.cube.encoding, meta={"path": self.cube.source})
 
 
 # --- dispatch ------------------------------------------------------------------------------------------
@@ -458,6 +442,9 @@ def open_source(spec: str, *, srf: Any = None, frames: int = 1, window: int | No
     if text and path.is_dir():
         return FolderSource(path)
     suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS and (suffix not in TIFF_SUFFIXES or is_picture(path)):
+        require_file(path)
+        return FileSource(path)
     if suffix in RASTER_SUFFIXES:
         from ssran_edge.extras import require
 

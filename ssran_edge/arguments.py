@@ -160,6 +160,14 @@ def add_raster_arguments(parser) -> None:
                      help="GeoTIFF output compression (with a floating-point predictor)")
 
 
+def add_encoding_argument(parser) -> None:
+    """--input-encoding, which `predict` and `run` share."""
+    parser.add_argument("--input-encoding", choices=("auto", "linear", "srgb"), default="auto",
+                        help="how input values relate to light: auto (default) as each file says (photos and "
+                             "video: sRGB; raw files, cubes, float TIFFs, GeoTIFFs: linear; docs/inputs.md), or "
+                             "linear / srgb for every frame")
+
+
 def raster_options(args) -> RasterOptions | None:
     """open_raster's bands/scale/offset from those flags; None when none was given."""
     if not (args.bands or args.scale is not None or args.offset is not None):

@@ -31,6 +31,7 @@ from ssran_edge.arguments import (
     BACKEND_HELP,
     MIN_TILE,
     OneLineParser,
+    add_encoding_argument,
     add_raster_arguments,
     backend_choices,
     invoked_as,
@@ -67,6 +68,7 @@ def cmd_predict(args) -> int:
     from ssran_edge.assets import demo_scene
     from ssran_edge.data.cube import Cube
     from ssran_edge.data.readers import check_cube, read_cube
+    from ssran_edge.encoding import resolve
     from ssran_edge.geo import GeoTiffOptions
     from ssran_edge.metrics import quality_assessment
     from ssran_edge.runtime.backends import select_runner
@@ -99,8 +101,8 @@ def cmd_predict(args) -> int:
                 reference = cube.data
         else:
             msi = check_cube(cube.data, cube.source, in_bands)
-        source = CubeSource(Cube(msi, None if camera else cube.wavelengths, cube.source, cube.geo, cube.valid),
-                            camera=camera, reference=reference)
+        source = CubeSource(Cube(msi, None if camera else cube.wavelengths, cube.source, cube.geo, cube.valid,
+                                 cube.encoding, camera or cube.camera), reference=reference)
         output = output or Path(f"ssran_output/{Path(cube.source.split(':')[0]).stem}_hsi.npy")
         geotiff_output = output.suffix.lower() in OUTPUT_SUFFIXES
         if not geotiff_output and output.suffix.lower() not in (".npy", ".hdr", ".img"):
@@ -111,7 +113,8 @@ def cmd_predict(args) -> int:
         file_sink.lock()
         try:
             sink = TeeSink(file_sink, kept)
-            pipeline = open_stream(source, runner, sink, selection.wavelengths, tile=args.tile or selection.tile,
+            pipeline = open_stream(source, runner, sink, selection.wavelengths, camera=card.srf if card else None,
+                                   encoding=args.input_encoding, tile=args.tile or selection.tile,
                                    batch=default_batch(runner), queue_size=1,
                                    patch=(card.inference.patch if card else 4) if mode == "patch" else 0)
             try:
@@ -126,7 +129,8 @@ def cmd_predict(args) -> int:
     about = card.protocol if card and card.protocol else "no ssran-edge card"
     print(f"model: {selection.model} ({about}, "
           f"{in_bands} -> {out_bands} bands, {mode} inference, {selection.backend})")
-    print(f"input: {cube.source} ({h}x{w}x{cube.bands}); {seconds:.2f} s, {h * w / seconds / 1e6:.3f} Mpx/s")
+    decoded = ", sRGB-encoded: decoded to linear" if resolve(args.input_encoding, cube.encoding) == "srgb" else ""
+    print(f"input: {cube.source} ({h}x{w}x{cube.bands}{decoded}); {seconds:.2f} s, {h * w / seconds / 1e6:.3f} Mpx/s")
     dtype = args.dtype if geotiff_output else "float32"
     print(f"output: {written} ({h}x{w}x{out_bands} {dtype})")
     if cube.geo is not None and not cube.geo.georeferenced:
@@ -344,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 title="commands (ssran-edge COMMAND --help for each one's options)")
     p = sub.add_parser("predict", help="reconstruct a hyperspectral cube")
-    p.add_argument("input", nargs="?", help="cube or MSI file/folder (default: the bundled demo scene)")
+    p.add_argument("input", nargs="?", help="a photo (.jpg .png .webp .bmp .tif .heic), a camera raw file (.dng .nef "
+                                            "...), a cube or MSI file/folder (default: the bundled demo scene)")
     p.add_argument("--model", help="weights (.safetensors + .json card), .onnx, .engine, or bundled: "
                                    "cave (default), cave_ssran, paris, pavia")
     p.add_argument("--srf", help="SRF to simulate the MSI from a hyperspectral input (bundled name or file)")
@@ -356,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the best available)")
     p.add_argument("--output", help=".npy, .hdr (ENVI) or .tif (GeoTIFF, [geo] extra); default "
                                     "ssran_output/<input>_hsi.npy")
+    add_encoding_argument(p)
     add_raster_arguments(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="stream frames (camera, video, folder, large scene, replay) through the model",

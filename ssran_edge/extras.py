@@ -20,12 +20,21 @@ EXTRAS = {  # extra -> the modules it brings that the commands below import
     "preview": ("matplotlib",),
     "openvino": ("openvino",),
     "trt": ("tensorrt", "pycuda"),
+    "raw": ("rawpy",),
+    "heic": ("pillow_heif",),
 }
 
 
 
 def missing(extra: str) -> list[str]:
-    return [m for m in EXTRAS[extra] if find_spec(m) is None]
+    return [m for m in EXTRAS[extra] if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked (None in sys.modules), as a test does to hide one
+        return False
 
 
 def require(extra: str, command: str) -> None:

@@ -390,7 +390,7 @@ CASES: list[Case] = [
          "x.npy: unreadable NumPy file: empty file"),
     Case("predict-unknown-format", "cli", "an input named .txt",
          lambda i, o: last((i / "x.txt").write_text("1 2 3"), predict(str(i / "x.txt"), "--output", str(o / "y.npy"))),
-         "unknown cube format '.txt'"),
+         "unknown input format '.txt'"),
     Case("predict-missing-input", "cli", "a path that does not exist",
          lambda i, o: predict(str(i / "absent.npy"), "--output", str(o / "y.npy")),
          "absent.npy: no such file or folder"),

@@ -348,7 +348,7 @@ def test_check_cube_band_count_and_2d():
 def test_unknown_extension(tmp_path):
     path = tmp_path / "scene.xyz"
     path.write_bytes(b"II*\x00")
-    with pytest.raises(DataError, match="unknown cube format '.xyz'"):
+    with pytest.raises(DataError, match="unknown input format '.xyz'"):
         read_cube(path)
 
 

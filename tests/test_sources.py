@@ -68,7 +68,7 @@ def video(tmp_path: Path, demo_rgb: np.ndarray) -> Path:
 
 # --- video ---------------------------------------------------------------------------------------------
 
-def test_video_file_reads_rgb_frames_in_unit_range_then_ends(video: Path) -> None:
+def test_video_file_reads_rgb_srgb_codes_then_ends(video: Path) -> None:
     source = open_source(str(video))
     assert isinstance(source, VideoSource) and source.live is False
     with source:
@@ -77,11 +77,11 @@ def test_video_file_reads_rgb_frames_in_unit_range_then_ends(video: Path) -> Non
     assert len(frames) == 5
     assert [f.index for f in frames] == list(range(5))
     for frame in frames:
-        assert frame.data.shape == (H, W, 3) and frame.data.dtype == np.float32
-        assert 0.0 <= frame.data.min() and frame.data.max() <= 1.0
+        # the codes as the codec delivers them, sRGB-encoded: the stream decodes them to linear
+        assert frame.data.shape == (H, W, 3) and frame.data.dtype == np.uint8 and frame.encoding == "srgb"
         assert "pos_msec" in frame.meta
     assert frames[0].timestamp <= frames[-1].timestamp
-    mark = frames[-1].data.mean(axis=(0, 1))
+    mark = frames[-1].data.mean(axis=(0, 1)) / 255
     assert mark[0] > mark[2] + 0.5  # red stays band 0 after OpenCV's BGR
     np.testing.assert_allclose(mark, np.array(RGB_MARK) / 255, atol=0.04)
     assert source.bands == 3
@@ -162,7 +162,8 @@ def test_folder_of_png_npy_envi_frames(tmp_path: Path) -> None:
     assert isinstance(source, FolderSource) and not source.live
     frames = list(source)
     assert len(frames) == 3 and source.bands == 3
-    np.testing.assert_allclose(frames[0].data, png16 / 65535.0, atol=1e-6)
+    np.testing.assert_array_equal(frames[0].data, png16)  # 16-bit codes kept whole, RGB order
+    assert [f.encoding for f in frames] == ["srgb", "linear", "linear"]
     np.testing.assert_array_equal(frames[1].data, npy)
     np.testing.assert_array_equal(frames[2].data, envi_cube)
     assert frames[2].meta["path"].endswith("c_frame.hdr")
@@ -171,13 +172,13 @@ def test_folder_of_png_npy_envi_frames(tmp_path: Path) -> None:
 def test_folder_multipage_tiff_is_one_band_per_page(tmp_path: Path) -> None:
     pages = [np.full((6, 5), 1000 * (k + 1), np.uint16) for k in range(4)]
     assert cv2.imwritemulti(str(tmp_path / "f.tif"), pages)
-    grey8 = np.full((6, 5), 51, np.uint8)
+    grey8 = np.full((8, 8), 51, np.uint8)
     cv2.imwrite(str(tmp_path / "g.png"), grey8)
     source = FolderSource(tmp_path)
     tiff = source.read()
-    assert tiff is not None and tiff.data.shape == (6, 5, 4)
-    np.testing.assert_allclose(tiff.data[0, 0], [1000 / 65535 * (k + 1) for k in range(4)], rtol=1e-6)
-    with pytest.raises(SourceError) as mismatch:  # the grey PNG has 1 band, the TIFF 4
+    assert tiff is not None and tiff.data.shape == (6, 5, 4) and tiff.encoding == "linear"  # a band stack
+    np.testing.assert_array_equal(tiff.data[0, 0], [1000 * (k + 1) for k in range(4)])
+    with pytest.raises(SourceError) as mismatch:  # the grey PNG is read as RGB (R = G = B), the TIFF has 4
         source.read()
     assert "g.png" in one_line(mismatch) and "4" in str(mismatch.value)
 

@@ -4,6 +4,7 @@ no reader behind them (readers and geo both import this; it imports neither)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -41,13 +42,20 @@ class GeoInfo:
         return f"{{Arbitrary, 1, 1, {c!r}, {f!r}, {a!r}, {-e!r}, units=Meters}}"
 
 
+# How pixel values relate to light: "linear" (proportional to radiance: what the models were trained on)
+# or "srgb" (IEC 61966-2-1 gamma-encoded, as photos and video are; decoded by ssran_edge.encoding).
+Encoding = Literal["linear", "srgb"]
+
+
 @dataclass
 class Cube:
-    data: np.ndarray  # (H, W, bands) float32
+    data: np.ndarray  # (H, W, bands) float32; for an "srgb" cube the encoded values scaled to [0, 1]
     wavelengths: np.ndarray | None = None  # (bands,) nm
     source: str = ""
     geo: GeoInfo | None = None  # a GDAL raster's CRS and transform, else None
     valid: np.ndarray | None = None  # (H, W) bool, False where the source has nodata; None: all valid
+    encoding: Encoding = "linear"  # as the file says (see ssran_edge.encoding.detect rules in the docs)
+    camera: str | None = None  # the camera it was taken with, when the file says (a raw's EXIF)
 
     @property
     def bands(self) -> int:
@@ -57,7 +65,7 @@ class Cube:
         row0, col0 = rows.indices(self.data.shape[0])[0], cols.indices(self.data.shape[1])[0]
         return Cube(np.ascontiguousarray(self.data[rows, cols]), self.wavelengths, self.source,
                     self.geo.shifted(row0, col0) if self.geo is not None else None,
-                    None if self.valid is None else self.valid[rows, cols])
+                    None if self.valid is None else self.valid[rows, cols], self.encoding, self.camera)
 
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")  # read through rasterio (GDAL): ssran_edge.geo

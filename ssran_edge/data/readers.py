@@ -2,8 +2,10 @@
 plus band-centre wavelengths in nm where the format records them.
 
 Formats: MATLAB .mat (v5 via scipy, v7.3 via h5py), CAVE scene folders (31 16-bit PNGs), ENVI
-.hdr/.img (via `spectral`), .npy/.npz. Band-major matrices (Jasper Ridge, Samson: Y is bands x pixels
-in MATLAB column order) are reshaped with `band_major_shape`.
+.hdr/.img (via `spectral`), .npy/.npz; photos (`images.read_picture`: encoded values scaled to [0, 1],
+the encoding in `Cube.encoding`) and camera raw files (`raw.read_raw`, the [raw] extra). Band-major
+matrices (Jasper Ridge, Samson: Y is bands x pixels in MATLAB column order) are reshaped with
+`band_major_shape`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.data.cube import RASTER_SUFFIXES, Cube, RasterOptions
+from ssran_edge.data.images import is_picture, read_picture
+from ssran_edge.data.raw import RAW_SUFFIXES
 from ssran_edge.errors import DataError, one_line
 from ssran_edge.io import special_file
 
@@ -372,8 +376,9 @@ def read_numpy(path: str | Path, key: str | None = None) -> Cube:
 
 
 def read_cube(path: str | Path, variable: str | None = None, raster: RasterOptions | None = None) -> Cube:
-    """Dispatch on the path: a folder of CAVE PNGs, .mat, .npy/.npz, ENVI .hdr/.img/.raw/.bsq, or a GDAL
-    raster (.tif/.jp2/.vrt, the [geo] extra; `raster`: its bands, scale, offset, see geo.open_raster)."""
+    """Dispatch on the path: a folder of CAVE PNGs, .mat, .npy/.npz, ENVI .hdr/.img/.raw/.bsq, a photo
+    (JPEG/PNG/WebP/BMP/HEIC, a TIFF that is not a raster), a camera raw file, or a GDAL raster
+    (.tif/.jp2/.vrt, the [geo] extra; `raster`: its bands, scale, offset, see geo.open_raster)."""
     path = Path(path)
     if path.is_dir():
         return read_cave_scene(path)
@@ -382,6 +387,13 @@ def read_cube(path: str | Path, variable: str | None = None, raster: RasterOptio
     if kind := special_file(path):
         raise DataError(f"{path}: is {kind}, not a file; a cube is read from a regular file or a CAVE folder")
     suffix = path.suffix.lower()
+    if raster is None and is_picture(path):  # --bands/--scale/--offset make a TIFF a raster
+        picture = read_picture(path)
+        return Cube(check_cube(picture.scaled(), str(path)), None, str(path), encoding=picture.encoding)
+    if suffix in RAW_SUFFIXES:
+        from ssran_edge.data.raw import read_raw
+
+        return read_raw(path)
     if suffix in RASTER_SUFFIXES:
         from ssran_edge.geo import read_raster
 
@@ -392,7 +404,8 @@ def read_cube(path: str | Path, variable: str | None = None, raster: RasterOptio
         return read_numpy(path, variable)
     if suffix in (".hdr", ".img", ".raw", ".bsq", ".bil", ".bip", ".dat") or path.with_suffix(".hdr").is_file():
         return read_envi(path)
-    raise DataError(f"{path}: unknown cube format {suffix!r} (expected .mat, .npy, .npz, ENVI, a GeoTIFF/JP2 "
+    raise DataError(f"{path}: unknown input format {suffix!r} (expected a photo: .jpg .png .webp .bmp .tif .heic; "
+                    "a camera raw file: .dng .nef .cr2 .arw...; a cube: .mat .npy .npz, ENVI, a GeoTIFF/JP2; "
                     "or a CAVE folder)")
 
 
