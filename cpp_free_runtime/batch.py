@@ -23,6 +23,7 @@ from typing import Any
 
 from ssran_edge.atomic import sha256_file
 from ssran_edge.data.cube import RASTER_SUFFIXES
+from ssran_edge.data.images import is_picture
 from ssran_edge.errors import DataError, SSRANEdgeError, one_line
 
 log = logging.getLogger("ssran_edge.runtime")
@@ -67,8 +68,10 @@ def expand_sources(patterns: list[str]) -> list[Path]:
 
 
 def output_for(scene: Path, folder: Path) -> Path:
-    """DIR/<stem>_hsi.tif for a GDAL raster (georeferenced output), DIR/<stem>_hsi.npy otherwise."""
-    return folder / f"{scene.stem}_hsi{'.tif' if scene.suffix.lower() in RASTER_SUFFIXES else '.npy'}"
+    """DIR/<stem>_hsi.tif for a GDAL raster (georeferenced output), DIR/<stem>_hsi.npy otherwise (a TIFF
+    photo included: it has no grid to carry)."""
+    raster = scene.suffix.lower() in RASTER_SUFFIXES and not is_picture(scene)
+    return folder / f"{scene.stem}_hsi{'.tif' if raster else '.npy'}"
 
 
 def reconstruct_scene(scene: str, output: str, model: str = "", backend: str = "auto", tile: int = 0,

@@ -429,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             require("train", "ssran-edge evaluate")
         return args.func(args)
-    except MissingExtra as exc:
-        print(one_line(exc), file=sys.stderr)
+    except MissingExtra as exc:  # "ssran-edge predict --output x.tif: needs the [geo] extra": the line names us
+        message = one_line(exc)
+        print(message if message.startswith("ssran-edge") else f"ssran-edge: error: {message}", file=sys.stderr)
         return 2
     except SSRANEdgeError as exc:
         print(f"ssran-edge: error: {one_line(exc)}", file=sys.stderr)

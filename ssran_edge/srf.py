@@ -90,7 +90,7 @@ def load_srf(name_or_path: str | Path) -> SRF:
     if not path.is_file():
         raise DataError(f"SRF {name}: no such file (bundled SRFs: {', '.join(BUNDLED)})")
     if path.suffix.lower() == ".mat":
-        from ssran_edge.data.readers import load_mat_variables
+        from ssran_edge.data.matlab import load_mat_variables
 
         variables = load_mat_variables(path)
         matrices = {k: v for k, v in variables.items() if isinstance(v, np.ndarray) and v.ndim == 2}

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 from ssran_edge.assets import DEFAULT_MODEL
-from ssran_edge.errors import ArtefactError, CheckpointError, DataError, EngineError, SourceError, SSRANEdgeError
+from ssran_edge.errors import ArtefactError, CheckpointError, DataError, EngineError, SSRANEdgeError
 from ssran_edge.runtime.runners import OrtRunner
 from tests.conftest import REPO
 
@@ -147,6 +147,35 @@ def cave_folder(folder: Path, broken: int = 5) -> Path:
     for band in range(1, 32):
         Image.fromarray((rgb(8, 8, 1)[:, :, 0] * 65535).astype(np.uint16)).save(folder / f"s_ms_{band:02d}.png")
     cut(folder / f"s_ms_{broken:02d}.png")
+    return folder
+
+
+def picture(path: Path, mode: str = "RGB", side: int = 16, **save: Any) -> Path:
+    """A small photo (Pillow) in `mode`, saved with `save`'s options (icc_profile=..., quality=...)."""
+    from PIL import Image
+
+    Image.fromarray((rgb(side, side) * 255).astype(np.uint8)).convert(mode).save(path, **save)
+    return path
+
+
+def animation(path: Path, frames: int = 3) -> Path:
+    from PIL import Image
+
+    images = [Image.fromarray((np.roll(rgb(), k, axis=1) * 255).astype(np.uint8)) for k in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:])
+    return path
+
+
+def dng(path: Path) -> Path:
+    """A real DNG (pidng), as the raw tests write them."""
+    from tests.test_raw import NIKON, known_image, mosaic_of, write_dng
+
+    return write_dng(path, mosaic_of(known_image()), NIKON)
+
+
+def folder_with(folder: Path, *files: Path) -> Path:
+    """`folder`, which already holds `files` (built by the calls that name them)."""
+    assert all(f.parent == folder for f in files)
     return folder
 
 
@@ -391,6 +420,52 @@ CASES: list[Case] = [
     Case("predict-unknown-format", "cli", "an input named .txt",
          lambda i, o: last((i / "x.txt").write_text("1 2 3"), predict(str(i / "x.txt"), "--output", str(o / "y.npy"))),
          "unknown input format '.txt'"),
+    Case("predict-truncated-jpeg", "cli", "a JPEG cut in half",
+         lambda i, o: predict(str(cut(picture(i / "x.jpg"))), "--output", str(o / "y.npy")),
+         "x.jpg: unreadable image ("),
+    Case("predict-cmyk-jpeg", "cli", "a CMYK JPEG (print files)",
+         lambda i, o: predict(str(picture(i / "x.jpg", "CMYK")), "--output", str(o / "y.npy")),
+         "x.jpg: CMYK pixels; convert the image to RGB first"),
+    Case("predict-animated-gif", "cli", "an animated GIF (3 frames): refused, not its first frame taken",
+         lambda i, o: predict(str(animation(i / "x.gif")), "--output", str(o / "y.npy")),
+         "x.gif: an animated GIF (3 frames), not one picture"),
+    Case("predict-animated-webp", "cli", "an animated WebP (3 frames)",
+         lambda i, o: predict(str(animation(i / "x.webp")), "--output", str(o / "y.npy")),
+         "x.webp: an animated WEBP (3 frames), not one picture"),
+    Case("predict-one-pixel-image", "cli", "a 1x1 PNG",
+         lambda i, o: predict(str(picture(i / "x.png", side=1)), "--output", str(o / "y.npy")),
+         "x.png: 1x1 px; an image needs at least 8x8 px"),
+    Case("predict-broken-icc-profile", "cli", "a PNG whose embedded ICC profile is garbage",
+         lambda i, o: predict(str(picture(i / "x.png", icc_profile=b"not a profile" * 20)), "--output",
+                              str(o / "y.npy")),
+         "x.png: its embedded ICC colour profile is broken"),
+    Case("predict-raw-without-rawpy", "cli", "a DNG with the [raw] extra not installed (rawpy hidden)",
+         lambda i, o: last((i / "x.dng").write_bytes(b"II*\x00" + bytes(64)), predict(str(i / "x.dng"), "--output",
+                                                                                      str(o / "y.npy"))),
+         "needs the [raw] extra: pip install 'ssran-edge[raw]'", needs="without:rawpy"),
+    Case("predict-corrupt-dng", "cli", "a DNG whose bytes after the TIFF header are zeros",
+         lambda i, o: last(dng(i / "x.dng"), (i / "x.dng").write_bytes((i / "x.dng").read_bytes()[:16]
+                                                                      + bytes(4096)),
+                           predict(str(i / "x.dng"), "--output", str(o / "y.npy"))),
+         "x.dng: unreadable raw file", needs="raw"),
+    Case("predict-heic-without-pillow-heif", "cli", "a .heic with the [heic] extra not installed (pillow_heif hidden)",
+         lambda i, o: last((i / "x.heic").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64)),
+                           predict(str(i / "x.heic"), "--output", str(o / "y.npy"))),
+         "x.heic (a HEIC/HEIF photo): needs the [heic] extra", needs="without:pillow_heif"),
+    Case("predict-srgb-encoding-out-of-range", "cli", "--input-encoding srgb on a float .npy holding 2.0",
+         lambda i, o: predict(str(npy(i / "x.npy", poked(rgb(), 2.0))), "--input-encoding", "srgb",
+                              "--output", str(o / "y.npy")),
+         "--input-encoding srgb needs values on a 0-1 scale"),
+    Case("predict-unknown-input-encoding", "cli", "--input-encoding gamma",
+         lambda i, o: predict(str(npy(i / "x.npy", rgb())), "--input-encoding", "gamma", "--output", str(o / "y.npy")),
+         "argument --input-encoding: invalid choice: 'gamma'"),
+    Case("run-folder-with-a-cmyk-jpeg", "cli", "run on a folder whose first photo is CMYK",
+         lambda i, o: run(str(folder_with(i, picture(i / "a.jpg", "CMYK"), picture(i / "b.jpg"))),
+                          "--output", str(o / "frames")),
+         "a.jpg: CMYK pixels"),
+    Case("run-animated-gif", "cli", "run on an animated GIF",
+         lambda i, o: run(str(animation(i / "x.gif")), "--output", str(o / "frames")),
+         "x.gif: an animated GIF (3 frames)"),
     Case("predict-missing-input", "cli", "a path that does not exist",
          lambda i, o: predict(str(i / "absent.npy"), "--output", str(o / "y.npy")),
          "absent.npy: no such file or folder"),
@@ -662,6 +737,10 @@ CASES: list[Case] = [
          lambda i, o: run_auto("camera_stream:rtsp://127.0.0.1:9/stream", "--read-timeout", "2",
                                "--output", str(o / "frames")),
          "cannot open camera/stream rtsp://127.0.0.1:9/stream"),
+    Case("process-predict-truncated-tiff-photo", "process", "ssran-edge predict on an 8-bit TIFF cut in half (its "
+         "directory, at the end, lost: no reader knows it is a photo; libtiff and Pillow warn on stderr)",
+         lambda i, o: predict(str(tiff(i / "x.tif")), "--output", str(o / "y.npy")),
+         "x.tif: not a readable raster"),
     Case("process-predict-fifo", "process", "ssran-edge predict on a FIFO with no writer (it blocked forever)",
          lambda i, o: predict(str(fifo(i / "x.npy")), "--output", str(o / "y.npy")),
          "x.npy: is a FIFO (named pipe), not a file"),
@@ -747,9 +826,9 @@ CASES: list[Case] = [
     Case("lib-read-cave-truncated-png", "library", "read_cave_scene with a band PNG cut in half",
          lambda i, o: last(cave_folder(i / "scene", broken=31), lambda: _readers().read_cave_scene(i / "scene")),
          "s_ms_31.png: unreadable PNG", DataError),
-    Case("lib-read-image-truncated-tiff", "library", "read_image_frame of a TIFF cut in half",
-         lambda i, o: last(tiff(i / "x.tif"), lambda: _sources().read_image_frame(i / "x.tif")),
-         "unreadable image", SourceError),
+    Case("lib-read-image-truncated-tiff", "library", "read_picture of a TIFF cut in half",
+         lambda i, o: last(tiff(i / "x.tif"), lambda: _images().read_picture(i / "x.tif")),
+         "unreadable image", DataError),
     Case("lib-load-model-pickle-pt", "library", "load_model of a .pt holding a pickle payload",
          lambda i, o: last(pickle_checkpoint(i / "m.pt"), lambda: _checkpoint().load_model(i / "m.pt")),
          "pickle payload refused by weights_only", CheckpointError),
@@ -821,6 +900,12 @@ def _sources():
     return sources
 
 
+def _images():
+    from ssran_edge.data import images
+
+    return images
+
+
 def _checkpoint():
     from ssran_edge import checkpoint
 
@@ -873,6 +958,11 @@ def _require(case: Case, request) -> None:
             pytest.skip("this machine has CUDA: --device cuda is valid here")
     if case.needs == "shared_data":
         request.getfixturevalue("shared_data")
+    if case.needs == "raw":
+        pytest.importorskip("rawpy", reason="the [raw] extra is not installed")
+        pytest.importorskip("pidng", reason="pidng (in [dev]) writes the DNG")
+    if case.needs.startswith("without:"):  # the extra as a user without it has it: not importable
+        request.getfixturevalue("monkeypatch").setitem(sys.modules, case.needs.split(":", 1)[1], None)
     if case.needs == "openvino_no_npu":
         openvino = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
         if "NPU" in openvino.Core().available_devices:
@@ -1029,14 +1119,29 @@ def test_pickle_payload_would_run_if_loaded_unsafely(tmp_path):
     assert (tmp_path / SENTINEL).exists()
 
 
-def doc_rows() -> str:  # pragma: no cover - `python -m tests.test_bad_inputs` prints the docs' table body
-    """Run every case here and print its row: id, surface, input, the error line (paths shortened)."""
+def doc_rows(ids: list[str] | None = None) -> str:  # pragma: no cover - `python -m tests.test_bad_inputs [ID...]`
+    """Run every case here (or those named) and print its row: id, surface, input, the error line (paths
+    shortened)."""
     import contextlib
     import tempfile
 
+    @contextlib.contextmanager
+    def extra_hidden(case: Case):  # as _require does for the tests
+        name = case.needs.split(":", 1)[1] if case.needs.startswith("without:") else None
+        saved = sys.modules.get(name, False) if name else False
+        if name:
+            sys.modules[name] = None  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            if name and saved is False:
+                del sys.modules[name]
+            elif name:
+                sys.modules[name] = saved  # type: ignore[assignment]
+
     rows = []
-    for case in CASES:
-        with tempfile.TemporaryDirectory() as tmp:
+    for case in (c for c in CASES if not ids or c.id in ids):
+        with tempfile.TemporaryDirectory() as tmp, extra_hidden(case):
             inp, out = Path(tmp) / "inp", Path(tmp) / "out"
             inp.mkdir()
             out.mkdir()
@@ -1071,4 +1176,4 @@ def doc_rows() -> str:  # pragma: no cover - `python -m tests.test_bad_inputs` p
 
 if __name__ == "__main__":  # pragma: no cover
     print(f"{len(CASES)} cases")
-    print(doc_rows())
+    print(doc_rows(sys.argv[1:]))

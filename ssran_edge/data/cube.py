@@ -1,5 +1,6 @@
 """What every reader returns, where a raster sits and how to read one: the core's data records, with
-no reader behind them (readers and geo both import this; it imports neither)."""
+no reader behind them, and `check_cube`, the check every reader's pixels pass (readers, raw, images and
+geo all import this; it imports none of them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from ssran_edge.errors import DataError
 
 
 @dataclass
@@ -81,3 +84,31 @@ class RasterOptions:
     bands: tuple[str, ...] | None = None
     scale: float | None = None
     offset: float | None = None
+
+
+# The model is close to scale-invariant (output / input held at ~8.6 from 1e3 to 1e30), but at ~3e38
+# (float32's limit) its sums overflow: torch and the stream then wrote NaN cubes and exited 0.
+MAX_ABS_VALUE = 1e30
+
+
+def check_cube(data: np.ndarray, name: str = "cube", bands: int | None = None) -> np.ndarray:
+    """Validate an (H, W, bands) array: numeric, 3-D, non-empty, finite. Returns float32."""
+    data = np.asarray(data)
+    if data.dtype.kind not in "fiub":
+        raise DataError(f"{name}: expected numeric pixels, got dtype {data.dtype}")
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise DataError(f"{name}: expected an (H, W, bands) array, got shape {data.shape}")
+    if min(data.shape) == 0:
+        raise DataError(f"{name}: empty array of shape {data.shape}")
+    if bands is not None and data.shape[2] != bands:
+        raise DataError(f"{name}: expected {bands} bands, got {data.shape[2]}")
+    lo, hi = float(data.min()), float(data.max())  # before the cast (1e300 would become inf); NaN propagates
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = int((~np.isfinite(data)).sum())
+        raise DataError(f"{name}: {bad} NaN/Inf values; mask or fill them first")
+    if max(-lo, hi) > MAX_ABS_VALUE:
+        raise DataError(f"{name}: values up to {max(-lo, hi):.3g}; beyond {MAX_ABS_VALUE:.0e} the model's float32 "
+                        "arithmetic overflows to NaN (scale the data: reflectance or digital numbers)")
+    return data.astype(np.float32, copy=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ssran_edge.data.cube import Encoding
-from ssran_edge.errors import DataError, MissingExtra, one_line
+from ssran_edge.errors import DataError, MissingExtra, one_line, shown_path
 
 log = logging.getLogger("ssran_edge")
 
@@ -125,7 +125,7 @@ def _register_heif(path: Path) -> None:
     try:
         from pillow_heif import register_heif_opener
     except ImportError:
-        raise MissingExtra(f"reading {path.name} (a HEIC/HEIF photo): needs the [heic] extra: "
+        raise MissingExtra(f"{shown_path(path)} (a HEIC/HEIF photo): needs the [heic] extra: "
                            "pip install 'ssran-edge[heic]'") from None
     register_heif_opener()
 
@@ -224,9 +224,8 @@ def _eight_or_grey16(path: Path, im, profile):
 
 def _colour16(path: Path, im) -> np.ndarray:
     """16-bit colour pixels through OpenCV (BGR(A) -> RGB, alpha dropped), checked against Pillow's size."""
-    from ssran_edge.runtime.capture import opencv
+    import cv2  # a base dependency (opencv-python-headless)
 
-    cv2 = opencv()
     level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
     try:
         array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # UNCHANGED: no EXIF turn, no 8-bit reduction

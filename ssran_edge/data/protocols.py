@@ -210,6 +210,8 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
     train, val, test, wavelengths, bands, matrices = [], [], [], None, None, []
     for path in [*train_files, *test_files]:
         cube = read_cube(path, variable)
+        if cube.encoding != "linear":  # a photo: its values are not light, and it has no spectra to learn
+            raise DataError(f"{path}: an sRGB-encoded photo; the files protocol takes hyperspectral cubes")
         if cube.valid is not None:  # a patch across nodata would teach the network fill values
             raise DataError(f"{path}: {int((~cube.valid).sum())} nodata pixels; training and test cubes must be "
                             "whole (crop the nodata out)")

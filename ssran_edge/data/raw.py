@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssran_edge.data.cube import Cube
+from ssran_edge.data.cube import Cube, check_cube
 from ssran_edge.errors import DataError, one_line, shown_path
 from ssran_edge.extras import require
 from ssran_edge.srf import load_srf
@@ -55,9 +55,7 @@ def read_raw(path: str | Path) -> Cube:
     """A camera raw file as a half-size linear RGB cube, balanced for a flat spectrum (see the module doc)."""
     path = Path(path)
     name = shown_path(path)
-    require("raw", f"reading {name} (a camera raw file)")
-    from ssran_edge.data.readers import check_cube  # here: readers imports this module
-
+    require("raw", f"{name} (a camera raw file)")
     if not path.is_file():
         raise DataError(f"{name}: no such file")
     make, model = exif_make_model(path)

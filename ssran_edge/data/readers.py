@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ssran_edge.data.cube import RASTER_SUFFIXES, Cube, RasterOptions
+from ssran_edge.data.cube import RASTER_SUFFIXES, Cube, RasterOptions, check_cube  # check_cube: imported from here too
 from ssran_edge.data.images import is_picture, read_picture
+from ssran_edge.data.matlab import load_mat_variables
 from ssran_edge.data.raw import RAW_SUFFIXES
 from ssran_edge.errors import DataError, one_line
 from ssran_edge.io import special_file
@@ -53,34 +54,6 @@ def _check_size(path: Path, shape: tuple, dtype: np.dtype, needed: int, availabl
                         f"{_size(memory)} of memory here); `ssran-edge run SCENE --window 1024` reads it in windows")
 
 
-# The model is close to scale-invariant (output / input held at ~8.6 from 1e3 to 1e30), but at ~3e38
-# (float32's limit) its sums overflow: torch and the stream then wrote NaN cubes and exited 0.
-MAX_ABS_VALUE = 1e30
-
-
-def check_cube(data: np.ndarray, name: str = "cube", bands: int | None = None) -> np.ndarray:
-    """Validate an (H, W, bands) array: numeric, 3-D, non-empty, finite. Returns float32."""
-    data = np.asarray(data)
-    if data.dtype.kind not in "fiub":
-        raise DataError(f"{name}: expected numeric pixels, got dtype {data.dtype}")
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim != 3:
-        raise DataError(f"{name}: expected an (H, W, bands) array, got shape {data.shape}")
-    if min(data.shape) == 0:
-        raise DataError(f"{name}: empty array of shape {data.shape}")
-    if bands is not None and data.shape[2] != bands:
-        raise DataError(f"{name}: expected {bands} bands, got {data.shape[2]}")
-    lo, hi = float(data.min()), float(data.max())  # before the cast (1e300 would become inf); NaN propagates
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        bad = int((~np.isfinite(data)).sum())
-        raise DataError(f"{name}: {bad} NaN/Inf values; mask or fill them first")
-    if max(-lo, hi) > MAX_ABS_VALUE:
-        raise DataError(f"{name}: values up to {max(-lo, hi):.3g}; beyond {MAX_ABS_VALUE:.0e} the model's float32 "
-                        "arithmetic overflows to NaN (scale the data: reflectance or digital numbers)")
-    return data.astype(np.float32, copy=False)
-
-
 def band_major_shape(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """(bands, rows*cols) matrix in MATLAB column-major pixel order -> (rows, cols, bands)."""
     if matrix.ndim != 2 or matrix.shape[1] != rows * cols:
@@ -89,87 +62,6 @@ def band_major_shape(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 
 # --- MATLAB ---------------------------------------------------------------------------------------
-
-def _is_hdf5(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(520)
-    return b"\x89HDF\r\n\x1a\n" in head[:8] or head[512:520] == b"\x89HDF\r\n\x1a\n"
-
-
-def load_mat_variables(path: str | Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Load variables from a .mat file, v5 (scipy) or v7.3 (HDF5, h5py). v7.3 arrays are transposed
-    back to MATLAB's axis order."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file")
-    try:
-        if _is_hdf5(path):
-            import h5py
-
-            out = {}
-            with h5py.File(path, "r") as f:
-                keys = [k for k in f.keys() if not k.startswith("#")]
-                for key in names or keys:
-                    if key in f and isinstance(f[key], h5py.Dataset):
-                        out[key] = np.asarray(f[key][()]).T  # HDF5 stores MATLAB arrays transposed
-            return out
-        return _loadmat_isolated(path, names)
-    except DataError:
-        raise
-    except Exception as exc:  # scipy/h5py raise many types for corrupt files
-        raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
-
-
-def _loadmat_child(path: Path, names, conn) -> None:
-    import scipy.io
-
-    try:
-        conn.send(("ok", {k: v for k, v in scipy.io.loadmat(path, variable_names=names).items()
-                          if not k.startswith("__")}))
-    except Exception as exc:  # noqa: BLE001 - handed to the parent as text
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-def _isolation():
-    """A multiprocessing context whose children start from a clean process: a fork server (started
-    once, single-threaded, scipy.io imported) where there is one, else spawn. Never a plain fork of
-    this process: forking while other threads hold locks (ONNX Runtime's and OpenMP's pools, a video
-    decoder's threads, the stream's stages) leaves the child waiting on them forever, as it did in CI."""
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["scipy.io"])
-    return context
-
-
-def _loadmat_isolated(path: Path, names) -> dict:
-    """scipy.io.loadmat in a child process: on damaged v5 files scipy's compiled parser can crash the
-    process (SIGSEGV/SIGBUS; reproduced with a few hundred byte-flipped files), which no try/except
-    catches. A crash becomes one DataError here."""
-    context = _isolation()
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_loadmat_child, args=(path, names, send), daemon=True)
-    child.start()
-    send.close()
-    try:
-        status, value = receive.recv()
-    except EOFError:
-        child.join()
-        raise DataError(f"{path}: not a readable .mat file (the MATLAB parser crashed on it, "
-                        f"exit {child.exitcode})") from None
-    finally:
-        receive.close()
-    child.join()
-    if status != "ok":
-        raise DataError(f"{path}: not a readable .mat file ({value})")
-    return value
-
 
 def read_mat(path: str | Path, variable: str | None = None) -> Cube:
     """A cube from a .mat file. With no variable named, the single 3-D array in the file is used."""
