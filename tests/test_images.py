@@ -326,3 +326,23 @@ def test_a_raw_from_another_camera_warns_once(tmp_path):
     warnings = [line for line in result.stderr.splitlines() if "camera mismatch" in line]
     assert len(warnings) == 1 and "ACME X1" in warnings[0] and "nikon_d700" in warnings[0]
 
+
+
+def test_valid_photos_that_look_odd_work_through_predict(tmp_path):
+    """Not bad input: a 16-bit PNG with alpha, and a JPEG stored sideways with EXIF orientation 6 (a phone
+    held upright) -- which comes out upright: its cube is as tall as the photo is shown."""
+    rgba = np.random.default_rng(2).integers(0, 65536, (20, 30, 4), dtype=np.uint16)
+    png16(tmp_path / "alpha16.png", rgba)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo(24, 40)).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    for name, shape in (("alpha16.png", (20, 30, 31)), ("sideways.jpg", (40, 24, 31))):
+        result = cli("predict", str(tmp_path / name), "--model", "cave", "--backend", "ort",
+                     "--output", str(tmp_path / f"{name}.npy"))
+        assert result.returncode == 0, result.stderr
+        assert np.load(tmp_path / f"{name}.npy").shape == shape
+    np.save(tmp_path / "alpha16_linear.npy", to_linear(rgba[:, :, :3], "srgb"))  # 16-bit codes, decoded by table
+    result = cli("predict", str(tmp_path / "alpha16_linear.npy"), "--model", "cave", "--backend", "ort",
+                 "--output", str(tmp_path / "linear.npy"))
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.load(tmp_path / "alpha16.png.npy"), np.load(tmp_path / "linear.npy"))

@@ -2,12 +2,14 @@
 pipeline. The stream's bookkeeping must stay bounded: throughput at the end as at the start, and no
 memory growth (a camera at 30 fps makes 2.6 million frames a day).
 
-Speed is frames per second of this process's CPU time (all its threads): bookkeeping that grows
+Speed is frames per second of the streaming process's CPU time (all its threads): bookkeeping that grows
 per frame costs CPU time, while another process taking the cores mid-run (CI neighbours, a training
 run) only costs wall time. Wall-clock fps slowed 432 -> 273 in one CI run that way, with the CPU
 cost per frame unchanged."""
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import cv2
 import numpy as np
@@ -17,7 +19,7 @@ from ssran_edge.runtime.backends import select_runner
 from ssran_edge.runtime.capture import VideoSource
 from ssran_edge.runtime.pipeline import StreamPipeline
 
-FRAMES, SIZE, PART = 50_000, 16, 10_000
+FRAMES, SIZE, PART = 50_000, 16, 5_000
 
 
 def rss_bytes() -> int:
@@ -54,20 +56,33 @@ def long_video(tmp_path_factory) -> str:
     return str(path)
 
 
-def test_fifty_thousand_frames_keep_their_speed_and_memory(long_video):
+def soak(path: str) -> tuple[list, dict, str, int, int]:
+    """The stream, run in a process of its own (see the test)."""
     selection = select_runner(None, "auto", "cpu", threads=1)
     progress = Checkpoints()
-    with selection.runner as runner, VideoSource(long_video) as source:
+    with selection.runner as runner, VideoSource(path) as source:
         pipeline = StreamPipeline(source, runner, None, tile=selection.tile, batch=1, progress=progress)
         stats = pipeline.run()
-    assert stats.frames == FRAMES and stats.dropped == 0
-    (f0, t0, c0, _), (f1, t1, c1, rss1) = progress.marks[0], progress.marks[1]  # frames 10k-20k: warmed up
-    (g0, u0, d0, _), (g1, u1, d1, rss_end) = progress.marks[-2], progress.marks[-1]  # the last 10k
-    first, last = (f1 - f0) / (c1 - c0), (g1 - g0) / (d1 - d0)
-    print(f"\nsoak: {first:.0f} -> {last:.0f} frames per CPU-second, wall {(f1 - f0) / (t1 - t0):.0f} -> "
-          f"{(g1 - g0) / (u1 - u0):.0f} fps (frames 10k-20k -> 40k-50k), RSS {rss1 / 2**20:.1f} -> "
-          f"{rss_end / 2**20:.1f} MiB ({selection.backend})")
-    assert last >= 0.9 * first, f"the stream slowed down: {first:.0f} -> {last:.0f} frames per CPU-second"
-    assert rss_end - rss1 < 4 * 2**20, f"memory grew by {(rss_end - rss1) / 2**20:.1f} MiB over 30,000 frames"
-    summary = stats.summary()
+    return progress.marks, stats.summary(), selection.backend, stats.frames, stats.dropped
+
+
+def test_fifty_thousand_frames_keep_their_speed_and_memory(long_video):
+    # A fresh process: inside the suite's, the RSS also moved with what 600 earlier tests left behind
+    # (a clean-clone CI run read +7.2 MiB here while the stream alone holds flat to 0.1 MiB).
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        marks, summary, backend, frames, dropped = pool.submit(soak, long_video).result()
+    assert frames == FRAMES and dropped == 0
+    # Speed per 5,000-frame part (~12 s of CPU); the median of three parts at the start (after 10,000
+    # frames of warm-up) against the last three. This machine's CPU rate steps by up to 15 % mid-run with
+    # nothing changed (one ORT run read 422 394 406 443 450 364 350 353 348 frames per CPU-second), so
+    # 0.8 is the bar: bookkeeping that grows per frame keeps on slowing, and falls through it.
+    rates = [(b[0] - a[0]) / (b[2] - a[2]) for a, b in zip(marks, marks[1:])]
+    walls = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(marks, marks[1:])]
+    first, last = float(np.median(rates[1:4])), float(np.median(rates[-3:]))
+    rss_start, rss_end = marks[1][3], marks[-1][3]
+    print(f"\nsoak ({backend}): frames per CPU-second per {PART:,}-frame part {[round(r) for r in rates]}, "
+          f"wall fps {[round(w) for w in walls]}, RSS {rss_start / 2**20:.1f} -> {rss_end / 2**20:.1f} MiB")
+    assert last >= 0.8 * first, f"the stream slowed down: {first:.0f} -> {last:.0f} frames per CPU-second"
+    assert rss_end - rss_start < 4 * 2**20, \
+        f"memory grew by {(rss_end - rss_start) / 2**20:.1f} MiB over {marks[-1][0] - marks[1][0]:,} frames"
     assert summary["infer_ms_p95"] >= summary["infer_ms_p50"] > 0

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import colour
 import cv2
 import numpy as np
 import pytest
@@ -63,10 +64,10 @@ def test_video_file_through_the_pipeline_writes_every_frame(video, runner, tmp_p
     assert stats.frames == 6 and stats.dropped == 0
     files = sorted((tmp_path / "out").glob("frame_*.npy"))
     assert len(files) == 6
-    # each cube is what the tiled model gives for the decoded frame
+    # each cube is what the tiled model gives for the decoded frame: RGB order, sRGB codes -> linear
     capture = cv2.VideoCapture(video)
     ok, bgr = capture.read()
-    first = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    first = colour.models.eotf_sRGB(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) / 255).astype(np.float32)
     np.testing.assert_allclose(np.load(files[0]), run_tiled(runner.infer, first, 31, 32, 8, 4), atol=1e-5)
     summary = stats.summary()
     assert summary["infer_ms_p50"] > 0 and summary["mpx_per_s"] > 0 and summary["runner_seconds"] > 0
