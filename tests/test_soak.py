@@ -10,6 +10,7 @@ cost per frame unchanged."""
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -76,8 +77,8 @@ def test_fifty_thousand_frames_keep_their_speed_and_memory(long_video):
     # frames of warm-up) against the last three. This machine's CPU rate steps by up to 15 % mid-run with
     # nothing changed (one ORT run read 422 394 406 443 450 364 350 353 348 frames per CPU-second), so
     # 0.8 is the bar: bookkeeping that grows per frame keeps on slowing, and falls through it.
-    rates = [(b[0] - a[0]) / (b[2] - a[2]) for a, b in zip(marks, marks[1:])]
-    walls = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(marks, marks[1:])]
+    rates = [(b[0] - a[0]) / (b[2] - a[2]) for a, b in pairwise(marks)]
+    walls = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in pairwise(marks)]
     first, last = float(np.median(rates[1:4])), float(np.median(rates[-3:]))
     rss_start, rss_end = marks[1][3], marks[-1][3]
     print(f"\nsoak ({backend}): frames per CPU-second per {PART:,}-frame part {[round(r) for r in rates]}, "
