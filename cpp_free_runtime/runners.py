@@ -9,7 +9,9 @@ The tiler, the stream pipeline, the drift gate and the benchmarks only see this 
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,8 @@ from ssran_edge.errors import DataError, RunnerError
 from ssran_edge.io import cache_dir
 from ssran_edge.runtime.engines import load_engine, read_sidecar
 from ssran_edge.runtime.loaders import ort_session, read_card
+
+log = logging.getLogger("ssran_edge.runtime")
 
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -354,19 +358,29 @@ class OpenVinoRunner(Runner):
         # bundled `cave` model at 17.7 dB instead of 35.8 (its root-polynomial skip's large cancelling
         # coefficients), `cave_ssran` off by up to 0.013.
         config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"}
-        try:
-            self.cache.mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(self.cache)
-        except OSError:  # a read-only home: compile every start rather than fail
-            pass
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        try:  # from the path, not a read model: a cache hit then skips reading the ONNX as well
-            self.compiled = core.compile_model(str(self.path), self.device, config)
+        cache_failure = None
+        try:
+            with _cache_lock(self.cache):
+                # from the path, not a read model: a cache hit then skips reading the ONNX as well
+                cached = {**config, "CACHE_DIR": str(self.cache)}
+                self.compiled = core.compile_model(str(self.path), self.device, cached)
+            return self.compiled
+        except OSError:  # a read-only home: compile every start rather than fail
+            pass
+        except RuntimeError as exc:  # the cache is an optimisation: a model that compiles without it is served
+            cache_failure = exc
+        try:
+            compiled = core.compile_model(str(self.path), self.device, config)
         except RuntimeError as exc:
             raise RunnerError(f"{self.path.name}: OpenVINO cannot compile it for {self.device} "
                               f"({_openvino_failure(exc)})") from None
-        return self.compiled
+        if cache_failure is not None:
+            log.warning("%s: OpenVINO's model cache failed (%s); compiled without it", self.path.name,
+                        _openvino_failure(cache_failure))
+        self.compiled = compiled
+        return compiled
 
     def _check_device(self, available: list[str]) -> None:
         kind, _, listed = self.device.partition(":")
@@ -414,6 +428,28 @@ class OpenVinoRunner(Runner):
                     request.wait()
                     out[row] = request.get_output_tensor(0).data[0]
         return out
+
+
+@contextmanager
+def _cache_lock(cache: Path):
+    """One process at a time compiles into OpenVINO's cache directory. OpenVINO writes a blob and then
+    sets its permissions; two processes compiling the same uncached model at once (a batch's Dask workers)
+    race on that file: "filesystem error: cannot set permissions: No such file or directory" (once in 48
+    concurrent compiles here). Behind the lock the second process finds the first one's blob and loads it.
+    An advisory flock: released by the kernel when a process dies holding it. Without fcntl (Windows) no
+    lock: the fallback compile in _compile still serves the model."""
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(cache / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _openvino_failure(exc: BaseException) -> str:

@@ -2,10 +2,14 @@
 numbers, THROUGHPUT mode (requests in flight) gives LATENCY's, the compiled-model cache, `auto`'s
 measured choice, and bad input in one line."""
 
+import fcntl
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -70,6 +74,34 @@ def test_compiled_model_cache_serves_the_second_start(tmp_path):
     assert list(tmp_path.glob("*.blob")) == blobs  # read, not compiled again
     x = np.random.default_rng(1).random((1, 3, 64, 64), dtype=np.float32)
     np.testing.assert_array_equal(first.infer(x), second.infer(x))
+
+
+def _activate_and_infer(cache: str) -> np.ndarray:
+    x = np.random.default_rng(2).random((1, 3, 32, 32), dtype=np.float32)
+    with OpenVinoRunner(MODELS["cave_ssran"].with_suffix(".onnx"), cache=cache) as runner:
+        return runner.infer(x)
+
+
+def test_compiles_into_the_cache_one_process_at_a_time(tmp_path):
+    """Two processes compiling one uncached model into one cache raced on the blob OpenVINO writes (a batch's
+    Dask workers: "cannot set permissions: No such file or directory"). A compile waits for the cache's lock,
+    and processes started together all serve the model."""
+    cache = tmp_path / "held"
+    cache.mkdir()
+    with open(cache / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process compiling
+        waiting = threading.Thread(target=_activate_and_infer, args=(str(cache),))
+        waiting.start()
+        waiting.join(2.0)
+        assert waiting.is_alive() and not list(cache.glob("*.blob")), "compiled while the cache was locked"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    waiting.join(120)
+    assert not waiting.is_alive() and list(cache.glob("*.blob"))
+
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        outputs = list(pool.map(_activate_and_infer, [str(tmp_path / "shared")] * 4))
+    assert all(np.array_equal(outputs[0], o) for o in outputs[1:])
+    np.testing.assert_array_equal(outputs[0], _activate_and_infer(str(cache)))
 
 
 def test_auto_times_both_backends_once_and_remembers(tmp_path, monkeypatch):
