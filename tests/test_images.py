@@ -327,7 +327,6 @@ def test_a_raw_from_another_camera_warns_once(tmp_path):
     assert len(warnings) == 1 and "ACME X1" in warnings[0] and "nikon_d700" in warnings[0]
 
 
-
 def test_valid_photos_that_look_odd_work_through_predict(tmp_path):
     """Not bad input: a 16-bit PNG with alpha, and a JPEG stored sideways with EXIF orientation 6 (a phone
     held upright) -- which comes out upright: its cube is as tall as the photo is shown."""
