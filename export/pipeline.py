@@ -148,18 +148,25 @@ def run_export(opts: ExportOptions) -> Manifest:
 
 def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, trt_reason: str) -> Manifest:
     common = dict(export_tile=tile, export_halo=opts.halo, weights_sha256=sha256_file(opts.weights))
-    with open_runner(opts.weights, "torch") as fp32_torch:  # every artefact, the reference too, runs through one
-        references = drift_gate.reference_outputs(fp32_torch.infer, val, card.out_bands, tile)
+    # Every artefact, the reference too, runs through one runner, on each gated condition's inputs.
+    conditions = {c.name: drift_gate.under(c, val) for c in drift_gate.gate_conditions(card.training)}
+    with open_runner(opts.weights, "torch") as fp32_torch:
+        references = {c: drift_gate.reference_outputs(fp32_torch.infer, pairs, card.out_bands, tile)
+                      for c, pairs in conditions.items()}
 
-    def gate(name: str, precision: str, runner: Runner) -> drift_gate.Drift:
+    def gate(name: str, precision: str, runner: Runner) -> list[drift_gate.Drift]:
+        results = []
         with runner:
-            result = drift_gate.measure(name, precision, runner.infer, val, references, card.out_bands, tile,
-                                        opts.max_drop_db[precision])
-        log.info("%s: PSNR %.3f dB vs GT (fp32 torch %.3f), %.2f dB vs fp32, gate %s", name, result.psnr_gt,
-                 result.psnr_gt_fp32, result.psnr_vs_fp32, "pass" if result.passed else "FAIL")
-        return result
+            for condition, pairs in conditions.items():
+                result = drift_gate.measure(name, precision, runner.infer, pairs, references[condition],
+                                            card.out_bands, tile, opts.max_drop_db[precision], condition)
+                log.info("%s (%s): PSNR %.3f dB vs GT (fp32 torch %.3f), %.2f dB vs fp32, gate %s", name, condition,
+                         result.psnr_gt, result.psnr_gt_fp32, result.psnr_vs_fp32,
+                         "pass" if result.passed else "FAIL")
+                results.append(result)
+        return results
 
-    staged: list[tuple[str, drift_gate.Drift, dict]] = []  # (file name, drift, extra manifest fields)
+    staged: list[tuple[str, list[drift_gate.Drift], dict]] = []  # (file name, drift per condition, manifest extra)
 
     def add_onnx(name: str, precision: str, extra: dict) -> None:
         """Gated on every installed backend the table says opens it: ONNX Runtime, and OpenVINO for a
@@ -185,7 +192,9 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
 
         from ssran_edge.export.quantize import TileCalibrationReader, quantize_int8
 
-        reader = TileCalibrationReader(data.train, card.in_bands, opts.calib_samples, opts.calib_tile)
+        # A model trained on sensor noise is calibrated on tiles that went through the same noise model.
+        noise = (card.training.get("noise_read") or 0.0, card.training.get("noise_shot") or 0.0)
+        reader = TileCalibrationReader(data.train, card.in_bands, opts.calib_samples, opts.calib_tile, noise=noise)
         calib = quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method)
         int8 = onnx.load(str(stage / "model_int8.onnx"))
         save_onnx(set_metadata(int8, card.metadata("int8", **common, **calib)), stage / "model_int8.onnx")
@@ -203,8 +212,8 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
     # any older file of that name, so a stale artefact never passes for the new one.
     artefacts: list[ManifestArtefact] = []
     for name in dict.fromkeys(name for name, _, _ in staged):
-        rows = [(result, extra) for file, result, extra in staged if file == name]
-        passed = all(result.passed for result, _ in rows)
+        rows = [(results, extra) for file, results, extra in staged if file == name]  # one per backend
+        passed = all(result.passed for results, _ in rows for result in results)
         files = [name] + ([sidecar_path(Path(name)).name] if artefact_of(Path(name)).kind == "engine" else [])
         for f in files:
             if passed:
@@ -212,14 +221,15 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
             else:
                 (opts.output / f).unlink(missing_ok=True)
         if passed:
-            (result, extra) = rows[0]
+            (result, *_), extra = rows[0]
             runtimes = artefact_of(Path(name)).runtimes[: len(rows)] if len(rows) > 1 else None
             artefacts.append(ManifestArtefact(name, result.precision, sha256_file(opts.output / name),
                                               (opts.output / name).stat().st_size, runtimes, extra))
-    drifts = [r for _, r, _ in staged]
+    drifts = [r for _, results, _ in staged for r in results]
     with atomic_path(opts.output / "drift.md") as tmp:
         tmp.write_text(f"# Accuracy drift: {card.protocol} validation split ({len(val)} regions, "
-                       f"tile {tile})\n\n{drift_gate.MD_HEADER}\n" + "\n".join(d.markdown() for d in drifts) + "\n")
+                       f"tile {tile}; input: {', '.join(conditions)})\n\n{drift_gate.MD_HEADER}\n"
+                       + "\n".join(d.markdown() for d in drifts) + "\n")
     write_json(opts.output / "drift.json", [d.to_dict() for d in drifts])
     return Manifest(ssran_edge_version=__version__, source_weights=str(opts.weights),
                     source_sha256=common["weights_sha256"], protocol=card.protocol,

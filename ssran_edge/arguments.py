@@ -113,6 +113,19 @@ def _int_at_least(minimum: int, what: str):
 positive_int = _int_at_least(1, "a positive number (>= 1)")
 non_negative_int = _int_at_least(0, "zero or more")
 
+
+
+def noise_level(text: str) -> float:
+    """A noise sigma or gain as a fraction of full scale: 0 <= value < 1 (1 % is 0.01)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a noise level in [0, 1) of full scale (1 %% is 0.01)")
+    return value
+
+
 tile_pixels = _int_at_least(MIN_TILE, f"a usable tile size (>= {MIN_TILE} px)")
 
 

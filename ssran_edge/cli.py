@@ -320,13 +320,23 @@ def cmd_evaluate(args) -> int:
     from ssran_edge.assets import model_path
     from ssran_edge.card import ModelCard
     from ssran_edge.data.protocols import protocol_of_card
-    from ssran_edge.train.report import MD_HEADER, evaluate, markdown_rows, per_scene_table, robustness_table, verdict
+    from ssran_edge.train.report import (
+        MD_HEADER,
+        condition_scene_tables,
+        conditions_table,
+        evaluate,
+        markdown_rows,
+        per_scene_table,
+        robustness_table,
+        verdict,
+    )
 
     path = model_path(args.model)
     card = ModelCard.read(path)
     report = evaluate(path, protocol_of_card(card, args.data_root, args.protocol), args.device,
                       robustness=args.robustness)
     print("\n".join([*MD_HEADER, *markdown_rows(report), "", *per_scene_table(report), "",
+                      *conditions_table(report), "", *condition_scene_tables(report),
                       *robustness_table(report), "", verdict(report)]).replace("\n\n\n", "\n\n"))
     return 0
 
@@ -396,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=protocol_choices(),
                    help="the test split to use (default: the one the model card names)")
     p.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True,
-                   help="also exposure x0.5/x2 and MSI noise (sigma 0.005, 0.01)")
+                   help="also each capture condition (read noise sigma 0.5 %%, 1 %%, read + shot; every baseline "
+                        "refitted on training pixels under it) and exposure x0.5/x2")
     p.add_argument("--data-root", help="folder holding the data sets (default $SSRAN_DATA or ../shared/data)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_evaluate)

@@ -323,3 +323,35 @@ def test_cli_shows_onnx_runtime_warnings_only_when_verbose(exported, tmp_path):
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
     assert "left_over" not in quiet.stderr and "left_over" in loud.stderr
     assert np.load(tmp_path / "o.npy").shape == (16, 16, 128)
+
+
+def test_a_noise_trained_model_is_calibrated_on_noisy_tiles_and_gated_clean_and_noisy(tmp_path, shared_data):
+    from ssran_edge.data.patches import calibration_tiles
+    from ssran_edge.data.protocols import load_protocol
+    from ssran_edge.export.pipeline import ExportOptions, run_export
+    from ssran_edge.train.config import make_config
+    from ssran_edge.train.loop import train
+
+    pavia = load_protocol("pavia", None)
+    clean = calibration_tiles(pavia.train, pavia.in_bands, 8, 16)
+    noisy = calibration_tiles(pavia.train, pavia.in_bands, 8, 16, noise=(0.02, 0.0005))
+    differences = [n - c for n, c in zip(noisy, clean, strict=True)]  # the same tiles, noise added
+    assert all(d.shape == c.shape for d, c in zip(differences, clean, strict=True))
+    assert 0 < max(d.std() for d in differences) < 0.03
+
+    weights = train(make_config("pavia", "edge", output=str(tmp_path / "run"), epochs=1, batch_size=8, patch_size=8,
+                                patches_per_epoch=16, width=8, num_blocks=1, tile=32, threads=1, noise_read=0.02,
+                                noise_shot=0.0005), data=pavia)
+    out = tmp_path / "export"
+    run_export(ExportOptions(weights=weights, output=out, int8=True, calib_samples=8, calib_tile=16,
+                             max_drop_db={**DEFAULT_MAX_DROP_DB, "int8": 5.0}))
+    rows = json.loads((out / "drift.json").read_text())
+    by_artefact: dict[str, set[str]] = {}
+    for row in rows:
+        by_artefact.setdefault(row["artefact"], set()).add(row["condition"])
+    assert set(by_artefact) >= {"model.onnx", "model_int8.onnx"}
+    assert all(conditions == {"clean", "read 1%"} for conditions in by_artefact.values()), by_artefact
+    noisy_row = next(r for r in rows if r["artefact"] == "model.onnx" and r["condition"] == "read 1%")
+    clean_row = next(r for r in rows if r["artefact"] == "model.onnx" and r["condition"] == "clean")
+    assert noisy_row["psnr_gt_fp32"] != clean_row["psnr_gt_fp32"] and noisy_row["drop_db"] < 0.01
+    assert "| model_int8.onnx | int8 | read 1% |" in (out / "drift.md").read_text()

@@ -125,13 +125,34 @@ def test_train_resume_and_report(pavia, tmp_path):
                             "rootpoly4"}
     assert metrics["linear"]["psnr"] > 30  # the floor on this crop is ~39 dB
     assert set(report["per_scene"]["rootpoly3"]) == {p.name for p in pavia.test}
-    assert set(report["robustness"]["ssran_tile"]) == {"exposure x0.5", "exposure x2", "noise sigma 0.005",
-                                                        "noise sigma 0.01"}
-    # noise can only hurt the root-polynomial fit on average; exposure x2 is a different scene, any number
-    assert report["robustness"]["rootpoly3"]["noise sigma 0.01"]["psnr"] < metrics["rootpoly3"]["psnr"]
+    assert set(report["robustness"]["ssran_tile"]) == {"exposure x0.5", "exposure x2"}
+    conditions = report["conditions"]
+    assert list(conditions) == ["clean", "read 0.5%", "read 1%", "read 0.5% + shot"]
+    assert conditions["clean"]["rootpoly3"] == {s: {"psnr": v["psnr"], "sam": v["sam"]}
+                                                for s, v in report["per_scene"]["rootpoly3"].items()}
+    for name in ("read 0.5%", "read 1%"):  # noise costs every method something on every scene
+        for method in ("ssran_tile", "linear", "rootpoly3"):
+            for scene, scores in conditions[name][method].items():
+                assert scores["psnr"] < report["per_scene"][method][scene]["psnr"], (name, method, scene)
+    # the baselines are refitted under the condition, on training pixels that went through it
+    from ssran_edge.baseline import fit_baseline
+    from ssran_edge.conditions import CONDITIONS, capture
+    from ssran_edge.metrics import psnr
+
+    noisy = CONDITIONS["read 1%"]
+    scene = pavia.test[0]
+    clean_fit = fit_baseline("rootpoly3", [p.msi for p in pavia.train], [p.hsi for p in pavia.train])
+    noisy_fit = fit_baseline("rootpoly3", [capture(p.msi, noisy, p.name) for p in pavia.train],
+                             [p.hsi for p in pavia.train])
+    scored = conditions["read 1%"]["rootpoly3"][scene.name]["psnr"]
+    assert scored == pytest.approx(psnr(scene.hsi, noisy_fit.predict(capture(scene.msi, noisy, scene.name))))
+    assert scored != pytest.approx(psnr(scene.hsi, clean_fit.predict(capture(scene.msi, noisy, scene.name))))
     assert json.loads((run / "report.json").read_text())["protocol"] == "pavia"
     text = (run / "report.md").read_text()
     assert "| pavia |" in text and "| **mean** |" in text and "| exposure x0.5 |" in text
+    assert "### read 1% (read noise sigma 0.01)" in text and "| read 0.5% + shot |" in text
+    assert "chosen on the clean validation PSNR (tile mode)" in text
+    assert "at read 1% read noise" in report["verdict"]
     _, card = load_model(best)
     assert card.test_metrics["linear"]["psnr"] == pytest.approx(metrics["linear"]["psnr"])
     assert card.record["splits"] == {"train": [p.name for p in pavia.train], "val": [p.name for p in pavia.val],
@@ -209,9 +230,36 @@ def test_init_fine_tunes_from_weights_and_refuses_a_mismatch(pavia, tmp_path):
     after, _ = load_model(tuned)
     for (k, a), (_, b) in zip(start.state_dict().items(), after.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
-    with pytest.raises(SSRANEdgeError, match="cannot start a ssran_linear_skip"):
-        train(make_config("pavia", "edge", output=str(tmp_path / "c"), init=str(first), arch="ssran_linear_skip",
-                          **{**TINY, "epochs": 1}), data=pavia)
+    # another arch: the SSRAN body starts from the weights, the skip is the least-squares fit on noisy pixels
+    skipped = train(make_config("pavia", "edge", output=str(tmp_path / "c"), init=str(first), arch="ssran_linear_skip",
+                                skip_noise=0.01, **{**TINY, "epochs": 1, "lr": 0.0}), data=pavia)
+    skip_model, _ = load_model(skipped)
+    for k, v in start.state_dict().items():
+        assert torch.equal(skip_model.ssran.state_dict()[k], v), k
+    from ssran_edge.baseline import fit_baseline
+    from ssran_edge.conditions import Condition, capture
+
+    noisy_fit = fit_baseline("linear", [capture(p.msi, Condition("skip fit", read=0.01), p.name) for p in pavia.train],
+                             [p.hsi for p in pavia.train])
+    np.testing.assert_allclose(skip_model.linear.bias.detach().numpy(), noisy_fit.bias, rtol=1e-5, atol=1e-6)
+    with pytest.raises(SSRANEdgeError, match="does not fit a 16-wide"):
+        train(make_config("pavia", "edge", output=str(tmp_path / "d"), init=str(first), arch="ssran_linear_skip",
+                          **{**TINY, "epochs": 1, "width": 16}), data=pavia)
+
+
+def test_epoch_is_chosen_on_clean_and_noisy_validation(pavia, tmp_path):
+    config = make_config("pavia", "edge", output=str(tmp_path / "run"), select_noise=0.01, noise_read=0.02,
+                         noise_shot=0.0005, **{**TINY, "epochs": 3})
+    best = train(config, data=pavia)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    for e in history:
+        assert e["val_psnr_noisy"] < e["val_psnr"]  # noise costs something
+        assert e["val_score"] == pytest.approx((e["val_psnr"] + e["val_psnr_noisy"]) / 2)
+    chosen = max(history, key=lambda e: e["val_score"])
+    _, card = load_model(best)
+    assert card.best_epoch == chosen["epoch"] and card.val_psnr == pytest.approx(chosen["val_psnr"])
+    assert card.record["val_psnr_noisy"] == pytest.approx(chosen["val_psnr_noisy"])
+    assert card.record["selection"] == "mean of the clean and the read-noise sigma 0.01 validation PSNR (tile mode)"
 
 
 def test_recipe_screen_compares_levers_on_validation_and_resumes(tmp_path, shared_data):
@@ -229,7 +277,8 @@ def test_recipe_screen_compares_levers_on_validation_and_resumes(tmp_path, share
     assert first.returncode == 0, first.stderr
     rows = [line for line in (tmp_path / "screen.md").read_text().splitlines() if line.startswith("| base")
             or line.startswith("| l2")]
-    assert len(rows) == 2 and "loss=l2" in rows[1] and "Validation baselines: linear" in first.stdout
+    assert len(rows) == 2 and "loss=l2" in rows[1] and "Validation baselines, each fitted" in first.stdout
+    assert "rootpoly3 " in first.stdout and "at read 1%" in first.stdout
     history = json.loads((tmp_path / "l2" / "history.json").read_text())
     assert len(history) == 2 and all(e["val_psnr"] > 20 for e in history)
     again = screen()  # complete runs are read back, not trained again

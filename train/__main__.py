@@ -13,6 +13,7 @@ from pathlib import Path
 from ssran_edge.arguments import (
     MIN_TILE,
     OneLineParser,
+    noise_level,
     non_negative_int,
     positive_int,
     prog_for,
@@ -85,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="flips and rotations")
     p.add_argument("--exposure", type=float, nargs=2, metavar=("LO", "HI"),
                    help="scale MSI and HSI together by a log-uniform factor in [LO, HI]")
-    p.add_argument("--noise-read", type=float, help="max read-noise sigma added to the MSI (a random level per patch)")
-    p.add_argument("--noise-shot", type=float, help="max shot-noise gain (variance = gain * signal)")
+    p.add_argument("--noise-read", type=noise_level,
+                   help="max read-noise sigma added to the MSI (a random level per patch)")
+    p.add_argument("--noise-shot", type=noise_level, help="max shot-noise gain (variance = gain * signal)")
     p.add_argument("--illuminant", type=float,
                    help="spectral augmentation strength: spectra times a random smooth curve, the MSI "
                         "re-simulated (e.g. 0.3; simulated protocols only)")
@@ -99,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-validation", action=argparse.BooleanOptionalAction, default=None,
                    help="once the recipe is chosen: train on the validation scenes too and keep the last epoch")
     p.add_argument("--select-mode", choices=["tile", "patch"], help="inference mode for best-on-validation")
+    p.add_argument("--select-noise", type=noise_level,
+                   help="also score validation with read noise of this sigma (e.g. 0.01) and choose the epoch on "
+                        "the mean of the clean and the noisy PSNR (0 = clean only)")
+    p.add_argument("--skip-noise", type=noise_level,
+                   help="skip variants: fit the least-squares skip on training pixels with read noise of this "
+                        "sigma (a fit on clean pixels amplifies noise)")
+    p.add_argument("--skip-ridge", type=float,
+                   help="ridge of the skip's least-squares fit, relative to the Gram matrix's mean diagonal")
+    p.add_argument("--refit-skip", action="store_true", default=None,
+                   help="with --init of the same arch: fit the skip afresh (--skip-noise, --skip-ridge) and "
+                        "keep only the SSRAN body")
     p.add_argument("--tile", type=tile_pixels, help=f"validation tile size (>= {MIN_TILE})")
     p.add_argument("--width", type=positive_int, help="feature channels of the network")
     p.add_argument("--num-blocks", type=positive_int, help="residual attention blocks")

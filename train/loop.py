@@ -16,6 +16,7 @@ from ssran_edge.atomic import write_json
 from ssran_edge.baseline import fit_baseline
 from ssran_edge.card import SKIP_BASELINE, Inference, ModelCard
 from ssran_edge.checkpoint import load_training_state, save_model, save_training_state
+from ssran_edge.conditions import CONDITIONS, Condition, capture
 from ssran_edge.data.patches import gather_patches, mix, patch_origins, photometric, relight
 from ssran_edge.data.protocols import ProtocolData, load_protocol
 from ssran_edge.errors import SSRANEdgeError
@@ -38,11 +39,28 @@ def model_card(config: TrainConfig, data: ProtocolData) -> ModelCard:
                                         for split in ("train", "val", "test")}})
 
 
-def evaluate_psnr(model, pairs, mode: str, config: TrainConfig) -> float:
+def evaluate_psnr(model, pairs, mode: str, config: TrainConfig, condition: Condition = CONDITIONS["clean"]) -> float:
     model.eval()
-    values = [psnr(p.hsi, predict(model, p.msi, mode, tile=config.tile, patch=config.patch_size,
-                                  device=config.device)) for p in pairs]
+    values = [psnr(p.hsi, predict(model, capture(p.msi, condition, p.name), mode, tile=config.tile,
+                                  patch=config.patch_size, device=config.device)) for p in pairs]
     return float(np.mean(values))
+
+
+def validation_scores(model, pairs, config: TrainConfig) -> dict[str, float]:
+    """val_psnr (clean) and, with select_noise, val_psnr_noisy and their mean val_score: what the epoch
+    is chosen on. A model chosen on clean validation alone can trade noise robustness away unseen."""
+    clean = evaluate_psnr(model, pairs, config.select_mode, config)
+    if config.select_noise <= 0:
+        return {"val_psnr": clean}
+    noisy = evaluate_psnr(model, pairs, config.select_mode, config, Condition("validation", read=config.select_noise))
+    return {"val_psnr": clean, "val_psnr_noisy": noisy, "val_score": (clean + noisy) / 2}
+
+
+def selection_rule(config: TrainConfig) -> str:
+    if config.select_noise > 0:
+        return (f"mean of the clean and the read-noise sigma {config.select_noise:g} validation PSNR "
+                f"({config.select_mode} mode)")
+    return f"clean validation PSNR ({config.select_mode} mode)"
 
 
 def quantized_psnr(sim, calibration, model, pairs, config: TrainConfig) -> float:
@@ -53,6 +71,37 @@ def quantized_psnr(sim, calibration, model, pairs, config: TrainConfig) -> float
         return evaluate_psnr(model, pairs, config.select_mode, config)
     finally:
         sim.disable()
+
+
+def load_init(model, config: TrainConfig, data: ProtocolData) -> bool:
+    """Start from --init weights; True when they include a skip to keep. Weights of another arch (a skip
+    variant or the faithful SSRAN) give the shared SSRAN body only; the skip is then fitted afresh."""
+    from ssran_edge.checkpoint import load_model
+
+    start, start_card = load_model(config.init)
+    if (start_card.in_bands, start_card.out_bands) != (data.in_bands, data.out_bands):
+        raise SSRANEdgeError(f"--init {config.init}: a {start_card.arch} {start_card.in_bands} -> "
+                             f"{start_card.out_bands} model cannot start a {config.arch} "
+                             f"{data.in_bands} -> {data.out_bands} run")
+    if start_card.arch == config.arch:
+        model.load_state_dict(start.state_dict())
+        return config.arch in SKIP_BASELINE and not config.refit_skip
+    body = getattr(model, "ssran", model)
+    try:
+        body.load_state_dict(getattr(start, "ssran", start).state_dict())
+    except RuntimeError:
+        raise SSRANEdgeError(f"--init {config.init}: its SSRAN body ({start_card.width} wide, {start_card.num_blocks} "
+                             f"blocks) does not fit a {config.width}-wide {config.num_blocks}-block "
+                             f"{config.arch}") from None
+    log.info("--init %s: the SSRAN body of a %s starts this %s", config.init, start_card.arch, config.arch)
+    return False
+
+
+def fit_skip(config: TrainConfig, data: ProtocolData):
+    """The skip's least-squares fit on the training pixels, under read noise of config.skip_noise."""
+    noise = Condition("skip fit", read=config.skip_noise)
+    return fit_baseline(SKIP_BASELINE[config.arch], [capture(p.msi, noise, p.name) for p in data.train],
+                        [p.hsi for p in data.train], ridge=config.skip_ridge or 1e-9)
 
 
 def _lr_at(config: TrainConfig, epoch: int) -> float:
@@ -122,18 +171,11 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     torch.manual_seed(config.seed)
     model = build_model(config.arch, data.in_bands, data.out_bands, width=config.width,
                         num_blocks=config.num_blocks, eca_kernel=config.eca_kernel).to(config.device)
+    keep_skip = False
     if config.init:
-        from ssran_edge.checkpoint import load_model
-
-        start, start_card = load_model(config.init)
-        if (start_card.arch, start_card.in_bands, start_card.out_bands) != \
-                (config.arch, data.in_bands, data.out_bands):
-            raise SSRANEdgeError(f"--init {config.init}: a {start_card.arch} {start_card.in_bands} -> "
-                                 f"{start_card.out_bands} model cannot start a {config.arch} "
-                                 f"{data.in_bands} -> {data.out_bands} run")
-        model.load_state_dict(start.state_dict())
-    elif config.arch in SKIP_BASELINE:  # the skip starts at the baseline fitted on the training pixels
-        floor = fit_baseline(SKIP_BASELINE[config.arch], [p.msi for p in data.train], [p.hsi for p in data.train])
+        keep_skip = load_init(model, config, data)
+    if config.arch in SKIP_BASELINE and not keep_skip:  # the skip starts at the baseline fitted on the training pixels
+        floor = fit_skip(config, data)
         model.init_linear(torch.from_numpy(floor.weight.T.copy()), torch.from_numpy(floor.bias))
     if config.arch in SKIP_BASELINE and not config.train_skip:
         # The skip stays the least-squares solution: Adam's per-weight steps of ~lr would random-walk a
@@ -163,7 +205,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         from ssran_edge.data.patches import QAT_CALIBRATION, calibration_tiles
         from ssran_edge.train.qat import ExportQuantSim
 
-        calibration = calibration_tiles(data.train, data.in_bands, QAT_CALIBRATION.samples, QAT_CALIBRATION.tile)
+        calibration = calibration_tiles(data.train, data.in_bands, QAT_CALIBRATION.samples, QAT_CALIBRATION.tile,
+                                        noise=(config.noise_read, config.noise_shot))
         sim = ExportQuantSim(model)  # rounds what is trained
         sim_evaluated = sim if evaluated is model else ExportQuantSim(evaluated)  # rounds what is saved
 
@@ -241,20 +284,23 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
                                  f"and --resume, or start again")
         if not world.is_main:
             continue  # the other ranks go on to the next epoch; its first backward waits for rank 0
-        val = evaluate_psnr(evaluated, data.val, config.select_mode, config)
-        chosen_by = val
+        scores = validation_scores(evaluated, data.val, config)
+        val = scores["val_psnr"]
+        chosen_by = scores.get("val_score", val)
         if sim is not None:  # what the INT8 export of these weights will score: the epoch is chosen on it
             chosen_by = val_int8 = quantized_psnr(sim_evaluated, calibration, evaluated, data.val, config)
         val_seconds = time.perf_counter() - started - seconds
-        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "val_psnr": val,
+        history.append({"epoch": epoch + 1, "loss": total_loss / seen, **scores,
                         **({"val_psnr_int8": val_int8} if sim is not None else {}),
                         **({"skip_loss": skip_loss / seen} if hasattr(model, "skip") else {}),
                         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "val_seconds": val_seconds,
                         **({"ranks": world.size} if world.distributed else {})})
         if chosen_by > best_val or config.fold_validation:  # folded: validation is seen data; keep the last
             best_val = max(chosen_by, best_val)
-            extra = {"record": {**card.record, "val_psnr_int8": val_int8}} if sim is not None else {}
-            save_model(evaluated, best_path, card.replace(best_epoch=epoch + 1, val_psnr=val, **extra))
+            record = {**card.record, "selection": selection_rule(config),
+                      **{k: v for k, v in scores.items() if k != "val_psnr"},
+                      **({"val_psnr_int8": val_int8} if sim is not None else {})}
+            save_model(evaluated, best_path, card.replace(best_epoch=epoch + 1, val_psnr=val, record=record))
         save_training_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          **({"ema": ema.state_dict()} if ema is not None else {}),
                                          "epoch": epoch + 1, "best_val": best_val, "history": history,

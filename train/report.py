@@ -1,7 +1,8 @@
 """The end-of-training report: SSRAN (tile, whole-frame and 4x4-patch inference) beside the simple
 baselines fitted on the same training pixels (linear, root-polynomial 2, 3 and 4), on the protocol's
-test split -- mean and per test scene -- plus exposure (x0.5, x2) and MSI-noise robustness. Written as
-JSON and Markdown; the model card gets the test metrics too."""
+test split -- mean and per test scene -- then under each capture condition (sensor noise,
+`ssran_edge.conditions`) with every baseline fitted on training pixels under that condition, and under
+exposure x0.5 and x2. Written as JSON and Markdown; the model card gets the test metrics too."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from ssran_edge.atomic import atomic_path, write_json
 from ssran_edge.baseline import fit_baseline
 from ssran_edge.checkpoint import load_model, save_model
+from ssran_edge.conditions import CONDITIONS, NOISY_SELECTION, capture
 from ssran_edge.data.protocols import ProtocolData
 from ssran_edge.metrics import psnr, quality_assessment, sam
 from ssran_edge.tiling import predict
@@ -20,7 +22,6 @@ from ssran_edge.tiling import predict
 COLUMNS = ("psnr", "sam", "ergas", "rmse", "uiqi", "ssim", "cc", "dd")
 BASELINES = ("linear", "rootpoly2", "rootpoly3", "rootpoly4")  # the strongest is quoted in the verdict
 EXPOSURES = (0.5, 2.0)
-NOISE_SIGMAS = (0.005, 0.01)
 
 
 def _mean(per_scene: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -30,8 +31,9 @@ def _mean(per_scene: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def evaluate(weights: str | Path, data: ProtocolData, device: str = "cpu", robustness: bool = True) -> dict:
     """Metrics on the test split for the model's inference modes and the baselines: per test region
-    and their mean. With `robustness`: the model (tile mode) and rootpoly3 with input and reference
-    scaled by EXPOSURES, and with Gaussian noise of NOISE_SIGMAS added to the MSI (seed 0)."""
+    and their mean. With `robustness`: the model (tile mode) and every baseline under each capture
+    condition (baselines refitted under it), and the model and rootpoly3 with input and reference scaled
+    by EXPOSURES."""
     model, card = load_model(weights, device)
     tile = card.inference.tile
     baselines = {kind: fit_baseline(kind, [p.msi for p in data.train], [p.hsi for p in data.train])
@@ -47,27 +49,48 @@ def evaluate(weights: str | Path, data: ProtocolData, device: str = "cpu", robus
                  for name, fn in methods.items()}
     report = {"protocol": data.name, "arch": card.arch, "recipe": card.training.get("recipe"),
               "test_regions": [p.name for p in data.test], "tile": tile, "best_epoch": card.best_epoch,
-              "val_psnr": card.val_psnr, "metrics": {m: _mean(s) for m, s in per_scene.items()},
-              "per_scene": per_scene}
+              "val_psnr": card.val_psnr, "selection": card.record.get("selection", "clean validation PSNR"),
+              "val_psnr_noisy": card.record.get("val_psnr_noisy"),
+              "metrics": {m: _mean(s) for m, s in per_scene.items()}, "per_scene": per_scene}
     if robustness:
-        report["robustness"] = _robustness({"ssran_tile": methods["ssran_tile"], "rootpoly3": methods["rootpoly3"]},
-                                           data)
+        clean = {m: {s: {"psnr": v["psnr"], "sam": v["sam"]} for s, v in per_scene[m].items()}
+                 for m in CONDITION_METHODS}
+        report["conditions"] = under_conditions(methods["ssran_tile"], data, clean)
+        report["robustness"] = _exposures({"ssran_tile": methods["ssran_tile"], "rootpoly3": methods["rootpoly3"]},
+                                          data)
     return report
 
 
-def _robustness(methods: dict, data: ProtocolData) -> dict:
-    """Mean test PSNR/SAM under exposure changes (MSI and reference scaled together) and MSI noise."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, fn in methods.items():
-        rows = {}
-        for factor in EXPOSURES:
-            rows[f"exposure x{factor:g}"] = _scores([(p.hsi * factor, fn(p.msi * factor)) for p in data.test])
-        rng = np.random.default_rng(0)
-        for sigma in NOISE_SIGMAS:
-            noisy = [(p.msi + rng.normal(0, sigma, p.msi.shape)).astype(np.float32) for p in data.test]
-            rows[f"noise sigma {sigma:g}"] = _scores([(p.hsi, fn(m)) for p, m in zip(data.test, noisy, strict=True)])
-        out[name] = rows
+CONDITION_METHODS = ("ssran_tile", *BASELINES)
+
+
+def under_conditions(model_fn, data: ProtocolData, clean: dict | None = None) -> dict:
+    """{condition: {method: {scene: {psnr, sam}}}} on the test split: the model fed each scene as the
+    sensor reads it under the condition, and each baseline fitted on training scenes under the same
+    condition (the strongest simple method for it, not a clean fit fed noisy pixels)."""
+    out = {}
+    for name, condition in CONDITIONS.items():
+        if condition.clean and clean is not None:
+            out[name] = clean
+            continue
+        train_msi = [capture(p.msi, condition, p.name) for p in data.train]
+        test_msi = {p.name: capture(p.msi, condition, p.name) for p in data.test}
+        fns = {"ssran_tile": model_fn, **{kind: fit_baseline(kind, train_msi, [p.hsi for p in data.train]).predict
+                                         for kind in BASELINES}}
+        out[name] = {m: {p.name: _pair_scores(p.hsi, fn(test_msi[p.name])) for p in data.test}
+                     for m, fn in fns.items()}
     return out
+
+
+def _pair_scores(reference, estimate) -> dict[str, float]:
+    return {"psnr": float(psnr(reference, estimate)), "sam": float(sam(reference, estimate))}
+
+
+def _exposures(methods: dict, data: ProtocolData) -> dict:
+    """Mean test PSNR/SAM with MSI and reference scaled together (the camera model is linear)."""
+    return {name: {f"exposure x{factor:g}": _scores([(p.hsi * factor, fn(p.msi * factor)) for p in data.test])
+                   for factor in EXPOSURES}
+            for name, fn in methods.items()}
 
 
 def _scores(pairs) -> dict[str, float]:
@@ -113,13 +136,56 @@ def robustness_table(report: dict) -> list[str]:
     robustness = report.get("robustness")
     if not robustness:
         return []
-    rows = ["| condition | " + " | ".join(f"{m} PSNR | {m} SAM" for m in robustness) + " |",
+    rows = ["| exposure | " + " | ".join(f"{m} PSNR | {m} SAM" for m in robustness) + " |",
             "|---|" + "---|---|" * len(robustness)]
     base = {m: report["metrics"][m] for m in robustness}
     rows.append("| as recorded | " + " | ".join(_pair(base[m]) for m in robustness) + " |")
     for condition in next(iter(robustness.values())):
         rows.append(f"| {condition} | " + " | ".join(_pair(robustness[m][condition]) for m in robustness) + " |")
     return rows
+
+
+def condition_means(report: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """{condition: {method: mean {psnr, sam} over the test scenes}}."""
+    return {c: {m: _scores_of(scenes.values()) for m, scenes in methods.items()}
+            for c, methods in report.get("conditions", {}).items()}
+
+
+def _scores_of(values) -> dict[str, float]:
+    values = list(values)
+    return {k: float(np.mean([v[k] for v in values])) for k in ("psnr", "sam")}
+
+
+def conditions_table(report: dict) -> list[str]:
+    """Conditions as rows: the model and each condition-fitted baseline (mean PSNR / SAM), the model's
+    margin over the strongest baseline, and on how many test scenes it is above that baseline."""
+    conditions = report.get("conditions")
+    if not conditions:
+        return []
+    means = condition_means(report)
+    rows = ["| condition | " + " | ".join(f"{m} PSNR | {m} SAM" for m in CONDITION_METHODS)
+            + " | vs strongest baseline | scenes above it |",
+            "|---|" + "---|---|" * len(CONDITION_METHODS) + "---|---|"]
+    for c, methods in conditions.items():
+        strongest = max(BASELINES, key=lambda k: means[c][k]["psnr"])
+        above = sum(methods["ssran_tile"][s]["psnr"] > methods[strongest][s]["psnr"] for s in report["test_regions"])
+        rows.append(f"| {c} | " + " | ".join(_pair(means[c][m]) for m in CONDITION_METHODS)
+                    + f" | {means[c]['ssran_tile']['psnr'] - means[c][strongest]['psnr']:+.2f} dB ({strongest}) | "
+                    f"{above} of {len(report['test_regions'])} |")
+    return rows
+
+
+def condition_scene_tables(report: dict) -> list[str]:
+    """One per-scene table per noisy condition (the clean one is the per-scene table above)."""
+    lines = []
+    for c, methods in report.get("conditions", {}).items():
+        if CONDITIONS[c].clean:
+            continue
+        lines += [f"### {c} ({CONDITIONS[c].describe()})", "",
+                  *per_scene_table({"test_regions": report["test_regions"], "per_scene": methods,
+                                    "metrics": {m: _scores_of(v.values()) for m, v in methods.items()}},
+                                   ("ssran_tile", *BASELINES)), ""]
+    return lines
 
 
 def verdict(report: dict) -> str:
@@ -136,6 +202,14 @@ def verdict(report: dict) -> str:
         beaten = sum(per_scene["ssran_tile"][s]["psnr"] > per_scene[strongest][s]["psnr"]
                      for s in report["test_regions"])
         parts.append(f"above {strongest} on {beaten} of {len(report['test_regions'])} test scenes")
+    noisy = report.get("conditions", {}).get(NOISY_SELECTION.name)
+    if noisy:
+        means = condition_means(report)[NOISY_SELECTION.name]
+        best = max(BASELINES, key=lambda k: means[k]["psnr"])
+        above = sum(noisy["ssran_tile"][s]["psnr"] > noisy[best][s]["psnr"] for s in report["test_regions"])
+        parts.append(f"at {NOISY_SELECTION.name} read noise {means['ssran_tile']['psnr']:.2f} dB, "
+                     f"{means['ssran_tile']['psnr'] - means[best]['psnr']:+.2f} dB vs {best} fitted on noisy pixels "
+                     f"(above it on {above} of {len(report['test_regions'])})")
     return "; ".join(parts)
 
 
@@ -148,19 +222,30 @@ def write_report(weights: str | Path, data: ProtocolData, device: str = "cpu") -
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join([f"# Test split: {report['protocol']} ({', '.join(report['test_regions'])})", "",
-                                  f"Best epoch {report['best_epoch']}, validation PSNR {report['val_psnr']:.2f} dB.",
+                                  _selection_line(report),
                                   "", "## Mean over the test regions", "", *MD_HEADER, *markdown_rows(report), "",
                                   "## Per test scene (model in tile mode; baselines fitted on the training pixels)",
                                   "", *per_scene_table(report), "",
-                                  "## Exposure and noise (mean over the test regions)", "",
+                                  "## Capture conditions (mean over the test regions; baselines fitted on "
+                                  "training pixels under the same condition)", "", *conditions_table(report), "",
+                                  *condition_scene_tables(report),
+                                  "## Exposure (mean over the test regions)", "",
                                   *robustness_table(report), "", report["verdict"], ""]))
     model, card = load_model(weights)
     card.test_metrics = report["metrics"]
     card.record["test_per_scene"] = {m: {s: {"psnr": v["psnr"], "sam": v["sam"]} for s, v in scenes.items()}
                                      for m, scenes in report["per_scene"].items()}
     card.record["test_robustness"] = report.get("robustness", {})
+    card.record["test_conditions"] = report.get("conditions", {})
     save_model(model, weights, card)
     return report
+
+
+def _selection_line(report: dict) -> str:
+    line = f"Best epoch {report['best_epoch']}, validation PSNR {report['val_psnr']:.2f} dB clean"
+    if report.get("val_psnr_noisy") is not None:
+        line += f", {report['val_psnr_noisy']:.2f} dB noisy"
+    return f"{line}; chosen on the {report['selection']}."
 
 
 def combine(report_files: list[str | Path]) -> str:

@@ -62,8 +62,9 @@ def gather_patches(pairs: list[Pair], origins: np.ndarray, size: int, rng: np.ra
 def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, exposure: list[float] | None = None,
                 noise_read: float = 0.0, noise_shot: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Exposure and sensor-noise augmentation of NCHW patches, in place. Exposure scales MSI and HSI
-    together by a log-uniform factor from [lo, hi]; noise (read + shot, a random level per patch) is
-    added to the MSI only, since the spectrum to recover is the noise-free one."""
+    together by a log-uniform factor from [lo, hi]; Poisson-Gaussian noise is added to the MSI only
+    (the spectrum to recover is the noise-free one), with variance (u * read)^2 + v * shot * signal,
+    u and v uniform in [0, 1] drawn per patch: dark and bright sensors, read- and shot-limited ones."""
     n = len(msi)
     if exposure:
         lo, hi = exposure
@@ -71,8 +72,8 @@ def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, expo
         msi *= scale
         hsi *= scale
     if noise_read > 0 or noise_shot > 0:
-        level = rng.uniform(0, 1, n).astype(np.float32)[:, None, None, None]
-        variance = (level * noise_read) ** 2 + level * noise_shot * np.maximum(msi, 0)
+        read, shot = rng.uniform(0, 1, (2, n)).astype(np.float32)[:, :, None, None, None]
+        variance = (read * noise_read) ** 2 + shot * noise_shot * np.maximum(msi, 0)
         msi += np.sqrt(variance) * rng.standard_normal(msi.shape, dtype=np.float32)
     return msi, hsi
 
@@ -116,10 +117,12 @@ def mix(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, share: float
     return msi, hsi
 
 
-def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int, seed: int = 0
-                      ) -> list[np.ndarray]:
+def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int, seed: int = 0,
+                      noise: tuple[float, float] = (0.0, 0.0)) -> list[np.ndarray]:
     """`samples` random tiles of real MSI, (1, bands, tile, tile) float32 each (smaller where a region
-    is), drawn reproducibly from the regions in turn: the INT8 export's calibration set."""
+    is), drawn reproducibly from the regions in turn: the INT8 export's calibration set. `noise`
+    (read, shot), for a model trained on sensor noise: each tile goes through the training's noise
+    model (`photometric`, a random level per tile), so the ranges cover the inputs the model will meet."""
     if samples < 1:
         raise DataError(f"--calib-samples must be at least 1, got {samples}")
     if tile < 1:
@@ -127,6 +130,7 @@ def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int,
     if not pairs:
         raise DataError("calibration set is empty: no training regions to draw tiles from")
     rng = np.random.default_rng(seed)
+    noise_rng = np.random.default_rng([seed, 1])  # its own stream: the tiles drawn stay those of a clean set
     tiles = []
     for k in range(samples):
         pair = pairs[k % len(pairs)]
@@ -134,5 +138,8 @@ def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int,
         h, w = msi.shape[:2]
         th, tw = min(tile, h), min(tile, w)
         r, c = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
-        tiles.append(np.ascontiguousarray(msi[r:r + th, c:c + tw].transpose(2, 0, 1))[None])
+        cut = np.ascontiguousarray(msi[r:r + th, c:c + tw].transpose(2, 0, 1))[None]
+        if any(noise):
+            cut = photometric(cut.copy(), cut[:, :0], noise_rng, None, *noise)[0]
+        tiles.append(cut)
     return tiles
