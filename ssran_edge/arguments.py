@@ -122,7 +122,18 @@ def noise_level(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a noise level in [0, 1) of full scale (1 %% is 0.01)")
+        raise argparse.ArgumentTypeError(f"{text} is not a noise level in [0, 1) of full scale (1 % is 0.01)")
+    return value
+
+
+def share(text: str) -> float:
+    """A share of something: 0 <= value <= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
     return value
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ssran_edge.assets import DEFAULT_MODEL
+from ssran_edge.assets import DEFAULT_MODEL, model_path
 from ssran_edge.errors import ArtefactError, CheckpointError, DataError, EngineError, SSRANEdgeError
 from ssran_edge.runtime.runners import OrtRunner
 from tests.conftest import REPO
@@ -711,6 +711,14 @@ CASES: list[Case] = [
     Case("train-qat-without-init", "cli", "--qat with no --init weights",
          lambda i, o: train(*files_protocol(i), "--qat", "--output", str(o / "run")),
          "--qat fine-tunes trained weights for the INT8 export: give them with --init"),
+    Case("train-noise-level-of-a-percent", "cli", "--noise-read 2 (2 % meant: 0.02)",
+         lambda i, o: train("--noise-read", "2", "--output", str(o / "run")),
+         "argument --noise-read: 2 is not a noise level in [0, 1) of full scale (1 % is 0.01)"),
+    Case("train-init-body-of-another-width", "cli", "--init weights 64 wide into a --width 16 skip variant",
+         lambda i, o: train(*files_protocol(i), "--arch", "ssran_linear_skip", "--width", "16", "--init",
+                            str(model_path("cave_ssran")), "--epochs", "1", "--no-report",
+                            "--output", str(o / "run")),
+         "its SSRAN body (64 wide, 3 blocks) does not fit a 16-wide 3-block ssran_linear_skip"),
     # --- real processes: what a terminal shows ------------------------------------------------------------
     Case("process-predict-nan", "process", "python -m ssran_edge.cli predict on NaN pixels",
          lambda i, o: predict(str(npy(i / "x.npy", np.full((8, 8, 3), np.nan, np.float32))),

@@ -161,7 +161,7 @@ def test_screen_options_have_help(monkeypatch):
     with pytest.raises(SystemExit):
         screen.main([])
     options = _options(built[0])
-    assert len(options) == 7 and all(text for _, text in options), options
+    assert len(options) == 9 and all(text for _, text in options), options
 
 
 def test_the_top_level_help_lists_every_command():
@@ -204,8 +204,8 @@ def test_an_error_message_with_a_newline_is_one_line(capfd, monkeypatch):
 @pytest.mark.shared_data
 def test_evaluate_prints_the_baselines_beside_the_model_per_scene(shared_data):
     """`ssran-edge evaluate` on the bundled Pavia model: the model and the three baselines fitted on the
-    protocol's training pixels, per test scene, the exposure/noise table and a verdict naming the
-    strongest baseline -- numbers recomputed here from the library must match the printed ones."""
+    protocol's training pixels, per test scene, the capture-condition and exposure tables and a verdict
+    naming the strongest baseline -- numbers recomputed here from the library must match the printed ones."""
     from ssran_edge.baseline import fit_baseline
     from ssran_edge.data.protocols import load_protocol
     from ssran_edge.metrics import psnr
@@ -214,7 +214,7 @@ def test_evaluate_prints_the_baselines_beside_the_model_per_scene(shared_data):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for row in ("| ssran_tile |", "| linear |", "| rootpoly2 |", "| rootpoly3 |", "| **mean** |", "| exposure x2 |",
-                "| noise sigma 0.01 |"):
+                "| read 1% |", "| read 0.5% + shot |", "### read 0.5% (read noise sigma 0.005)"):
         assert row in out, out
     data = load_protocol("pavia", shared_data)
     fitted = fit_baseline("rootpoly3", [p.msi for p in data.train], [p.hsi for p in data.train])
@@ -223,7 +223,7 @@ def test_evaluate_prints_the_baselines_beside_the_model_per_scene(shared_data):
     assert printed == pytest.approx(expected, abs=0.006)
     assert re.search(r"vs linear: [+-][\d.]+ dB", out) and "test scenes" in out
     quick = run_cli("evaluate", "--model", "pavia", "--no-robustness")
-    assert quick.returncode == 0 and "exposure" not in quick.stdout
+    assert quick.returncode == 0 and "exposure" not in quick.stdout and "read 1%" not in quick.stdout
 
 
 @pytest.mark.parametrize("verbose", [False, True])

@@ -68,6 +68,10 @@ def test_exposure_scales_msi_and_hsi_together_and_noise_touches_the_msi_only():
     msi, hsi = photometric(msi0.copy(), hsi0.copy(), np.random.default_rng(1), noise_read=0.01, noise_shot=0.001)
     np.testing.assert_array_equal(hsi, hsi0)
     assert 0 < np.abs(msi - msi0).std() < 0.02
+    msi, _ = photometric(msi0.copy(), hsi0.copy(), np.random.default_rng(1), noise_read=0.01, clean_share=0.5)
+    untouched = np.all(msi == msi0, axis=(1, 2, 3))
+    assert 16 < untouched.sum() < 48  # about half of the 64 patches left clean, the others all noisy
+    assert np.all(np.any(msi[~untouched] != msi0[~untouched], axis=(1, 2, 3)))
 
 
 def test_ema_with_warmup_forgets_the_init_quickly():

@@ -18,6 +18,7 @@ from ssran_edge.arguments import (
     positive_int,
     prog_for,
     protocol_choices,
+    share,
     tile_pixels,
 )
 from ssran_edge.card import ARCHITECTURE_NAMES
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-read", type=noise_level,
                    help="max read-noise sigma added to the MSI (a random level per patch)")
     p.add_argument("--noise-shot", type=noise_level, help="max shot-noise gain (variance = gain * signal)")
+    p.add_argument("--noise-clean-share", type=share,
+                   help="share of the training patches left without noise (e.g. 0.5)")
     p.add_argument("--illuminant", type=float,
                    help="spectral augmentation strength: spectra times a random smooth curve, the MSI "
                         "re-simulated (e.g. 0.3; simulated protocols only)")

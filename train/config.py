@@ -30,6 +30,7 @@ class TrainConfig:
     exposure: list[float] = field(default_factory=list)
     noise_read: float = 0.0
     noise_shot: float = 0.0
+    noise_clean_share: float = 0.0  # share of the patches left without noise
     # Spectral augmentation: each patch's spectra times a smooth curve exp(a x + b (x^2 - 1/3)),
     # a, b ~ U(-illuminant, illuminant), the MSI re-simulated (simulated protocols only).
     illuminant: float = 0.0

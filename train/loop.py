@@ -256,7 +256,8 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
                                       rng if config.augment else None)
             msi, hsi = mix(msi, hsi, rng, config.mixup)
             msi, hsi = relight(msi, hsi, rng, config.illuminant, data.camera)
-            msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot)
+            msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot,
+                                   config.noise_clean_share)
             batch, mine = len(msi), world.share(len(msi))
             if batch < world.size:  # an epoch's last, partial batch smaller than the world: dropped by
                 continue  # every rank alike (all see the same batch), so no rank waits at a collective alone

@@ -60,11 +60,13 @@ def gather_patches(pairs: list[Pair], origins: np.ndarray, size: int, rng: np.ra
 
 
 def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, exposure: list[float] | None = None,
-                noise_read: float = 0.0, noise_shot: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                noise_read: float = 0.0, noise_shot: float = 0.0, clean_share: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Exposure and sensor-noise augmentation of NCHW patches, in place. Exposure scales MSI and HSI
     together by a log-uniform factor from [lo, hi]; Poisson-Gaussian noise is added to the MSI only
     (the spectrum to recover is the noise-free one), with variance (u * read)^2 + v * shot * signal,
-    u and v uniform in [0, 1] drawn per patch: dark and bright sensors, read- and shot-limited ones."""
+    u and v uniform in [0, 1] drawn per patch: dark and bright sensors, read- and shot-limited ones;
+    `clean_share` of the patches are left clean."""
     n = len(msi)
     if exposure:
         lo, hi = exposure
@@ -73,6 +75,9 @@ def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, expo
         hsi *= scale
     if noise_read > 0 or noise_shot > 0:
         read, shot = rng.uniform(0, 1, (2, n)).astype(np.float32)[:, :, None, None, None]
+        if clean_share > 0:  # that share of the patches stays clean (drawn only when asked: same stream otherwise)
+            keep = (rng.uniform(0, 1, n) >= clean_share).astype(np.float32)[:, None, None, None]
+            read, shot = read * keep, shot * keep
         variance = (read * noise_read) ** 2 + shot * noise_shot * np.maximum(msi, 0)
         msi += np.sqrt(variance) * rng.standard_normal(msi.shape, dtype=np.float32)
     return msi, hsi
