@@ -355,8 +355,8 @@ class OpenVinoRunner(Runner):
     def _compile(self, core, hint: str):
         # f32 arithmetic where the artefact is not int8: OpenVINO's CPU default is bf16 wherever the CPU
         # has it (AVX512-BF16, AMX), which the drift gate never saw. Measured here (EPYC, avx512_bf16): the
-        # bundled `cave` model at 17.7 dB instead of 35.8 (its root-polynomial skip's large cancelling
-        # coefficients), `cave_ssran` off by up to 0.013.
+        # then-bundled `cave` model (a root-polynomial skip) at 17.7 dB instead of 35.8 (the skip's large
+        # cancelling coefficients), `cave_ssran` off by up to 0.013.
         config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads

@@ -139,7 +139,7 @@ def run_export(opts: ExportOptions) -> Manifest:
         manifest.write(opts.output / MANIFEST)
     finally:
         lock.release()
-    failed = [d["artefact"] for d in manifest.drift if not d["passed"]]
+    failed = list(dict.fromkeys(d["artefact"] for d in manifest.drift if not d["passed"]))  # once, any condition
     if failed:
         raise DriftGateError(f"accuracy-drift gate failed for {', '.join(failed)} (see {opts.output / 'drift.md'}); "
                           "those artefacts were not written")
