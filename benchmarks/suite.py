@@ -223,7 +223,8 @@ def accuracy(artefact: Artefact, runner: Runner) -> dict:
     for condition in drift_gate.gate_conditions(card.training):
         suffix = "" if condition.clean else "_noisy"
         result = drift_gate.measure(artefact.label, artefact.precision, runner.infer,
-                                    drift_gate.under(condition, pairs), _references(artefact.config, condition.name),
+                                    _pairs_under(artefact.config, condition.name),
+                                    _references(artefact.config, condition.name),
                                     card.out_bands, card.inference.tile, threshold_db=float("inf"))
         out.update({f"psnr{suffix}": result.psnr_gt, f"sam{suffix}": result.sam_gt,
                     f"psnr_fp32{suffix}": result.psnr_gt_fp32, f"drift_db{suffix}": result.drop_db,
@@ -250,11 +251,19 @@ def _validation_pairs(config: str) -> tuple[list, str]:
 
 
 @cache
-def _references(config: str, condition: str = "clean") -> list[np.ndarray]:
+def _pairs_under(config: str, condition: str) -> list:
+    """The validation pairs with their MSI under the capture condition: drawn once, for every artefact."""
     from ssran_edge.conditions import CONDITIONS
+    from ssran_edge.export import drift as drift_gate
+
+    return drift_gate.under(CONDITIONS[condition], _validation_pairs(config)[0])
+
+
+@cache
+def _references(config: str, condition: str = "clean") -> list[np.ndarray]:
     from ssran_edge.export import drift as drift_gate
     from ssran_edge.tiling import torch_infer
 
     model, card = load_model(weights_of(config))
-    pairs = drift_gate.under(CONDITIONS[condition], _validation_pairs(config)[0])
-    return drift_gate.reference_outputs(torch_infer(model), pairs, card.out_bands, card.inference.tile)
+    return drift_gate.reference_outputs(torch_infer(model), _pairs_under(config, condition), card.out_bands,
+                                        card.inference.tile)

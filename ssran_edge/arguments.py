@@ -114,27 +114,22 @@ positive_int = _int_at_least(1, "a positive number (>= 1)")
 non_negative_int = _int_at_least(0, "zero or more")
 
 
+def _float_where(accept, what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
 
-def noise_level(text: str) -> float:
-    """A noise sigma or gain as a fraction of full scale: 0 <= value < 1 (1 % is 0.01)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a noise level in [0, 1) of full scale (1 % is 0.01)")
-    return value
+    return parse
 
 
-def share(text: str) -> float:
-    """A share of something: 0 <= value <= 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
-    return value
+# A noise sigma or gain as a fraction of full scale; a share of something.
+noise_level = _float_where(lambda v: 0 <= v < 1, "a noise level in [0, 1) of full scale (1 % is 0.01)")
+share = _float_where(lambda v: 0 <= v <= 1, "a share between 0 and 1")
 
 
 tile_pixels = _int_at_least(MIN_TILE, f"a usable tile size (>= {MIN_TILE} px)")

@@ -147,13 +147,8 @@ def robustness_table(report: dict) -> list[str]:
 
 def condition_means(report: dict) -> dict[str, dict[str, dict[str, float]]]:
     """{condition: {method: mean {psnr, sam} over the test scenes}}."""
-    return {c: {m: _scores_of(scenes.values()) for m, scenes in methods.items()}
+    return {c: {m: _mean(scenes) for m, scenes in methods.items()}
             for c, methods in report.get("conditions", {}).items()}
-
-
-def _scores_of(values) -> dict[str, float]:
-    values = list(values)
-    return {k: float(np.mean([v[k] for v in values])) for k in ("psnr", "sam")}
 
 
 def conditions_table(report: dict) -> list[str]:
@@ -183,7 +178,7 @@ def condition_scene_tables(report: dict) -> list[str]:
             continue
         lines += [f"### {c} ({CONDITIONS[c].describe()})", "",
                   *per_scene_table({"test_regions": report["test_regions"], "per_scene": methods,
-                                    "metrics": {m: _scores_of(v.values()) for m, v in methods.items()}},
+                                    "metrics": {m: _mean(v) for m, v in methods.items()}},
                                    ("ssran_tile", *BASELINES)), ""]
     return lines
 

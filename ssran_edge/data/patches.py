@@ -73,14 +73,22 @@ def photometric(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, expo
         scale = np.exp(rng.uniform(np.log(lo), np.log(hi), n)).astype(np.float32)[:, None, None, None]
         msi *= scale
         hsi *= scale
+    return sensor_noise(msi, rng, noise_read, noise_shot, clean_share), hsi
+
+
+def sensor_noise(msi: np.ndarray, rng: np.random.Generator, noise_read: float, noise_shot: float,
+                 clean_share: float = 0.0) -> np.ndarray:
+    """`photometric`'s noise on NCHW MSI patches, in place: Poisson-Gaussian, a random read and shot level
+    per patch (no draws when both are 0, so a run without noise keeps its random stream)."""
     if noise_read > 0 or noise_shot > 0:
+        n = len(msi)
         read, shot = rng.uniform(0, 1, (2, n)).astype(np.float32)[:, :, None, None, None]
         if clean_share > 0:  # that share of the patches stays clean (drawn only when asked: same stream otherwise)
             keep = (rng.uniform(0, 1, n) >= clean_share).astype(np.float32)[:, None, None, None]
             read, shot = read * keep, shot * keep
         variance = (read * noise_read) ** 2 + shot * noise_shot * np.maximum(msi, 0)
         msi += np.sqrt(variance) * rng.standard_normal(msi.shape, dtype=np.float32)
-    return msi, hsi
+    return msi
 
 
 def relight(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, strength: float,
@@ -127,7 +135,7 @@ def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int,
     """`samples` random tiles of real MSI, (1, bands, tile, tile) float32 each (smaller where a region
     is), drawn reproducibly from the regions in turn: the INT8 export's calibration set. `noise`
     (read, shot), for a model trained on sensor noise: each tile goes through the training's noise
-    model (`photometric`, a random level per tile), so the ranges cover the inputs the model will meet."""
+    model (`sensor_noise`, a random level per tile), so the ranges cover the inputs the model will meet."""
     if samples < 1:
         raise DataError(f"--calib-samples must be at least 1, got {samples}")
     if tile < 1:
@@ -143,8 +151,6 @@ def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int,
         h, w = msi.shape[:2]
         th, tw = min(tile, h), min(tile, w)
         r, c = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
-        cut = np.ascontiguousarray(msi[r:r + th, c:c + tw].transpose(2, 0, 1))[None]
-        if any(noise):
-            cut = photometric(cut.copy(), cut[:, :0], noise_rng, None, *noise)[0]
-        tiles.append(cut)
+        cut = np.array(msi[r:r + th, c:c + tw].transpose(2, 0, 1), order="C")[None]  # a copy: noise goes in place
+        tiles.append(sensor_noise(cut, noise_rng, *noise))
     return tiles
