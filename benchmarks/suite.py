@@ -78,11 +78,12 @@ def flops_per_pixel(config: str) -> float:
 
 
 # The smoke's export: min/max calibration on 64 tiles takes 2 s where the default (percentile on 256)
-# takes ~66 s on 2 cores; the smoke measures latency, so it takes the quick ranges and a gate they pass.
-# The noise-trained `cave` drifts 0.33 dB in int8 with the default calibration (its real export refuses
-# that at 0.1): the smoke still times its int8 artefact, and reports the drift beside it.
+# takes ~66 s on 2 cores; the smoke measures latency, so it takes the quick ranges and a gate they pass
+# with the INT8 structure the default export lands: for the noise-trained `cave`, the last residual
+# block float (default export: 0.094 dB clean; these coarser ranges: 0.12 dB with it, 0.49 without),
+# so --float-blocks auto stops at 1 float block here as there.
 QUICK_CALIBRATION = Calibration("minmax", 64, 64)
-QUICK_MAX_DROP_INT8 = 0.6
+QUICK_MAX_DROP_INT8 = 0.2
 
 
 def ensure_export(config: str, root: Path, quick: bool = False) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from ssran_edge.arguments import (
     MIN_TILE,
     OneLineParser,
+    auto_or_count,
     non_negative_int,
     positive_int,
     prog_for,
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"how ONNX Runtime sets activation ranges (default: {calib})")
     p.add_argument("--calib-tile", type=tile_pixels, default=0,
                    help=f"calibration tile size, >= {MIN_TILE} (default: {calib})")
+    p.add_argument("--float-blocks", type=auto_or_count, default=None, metavar="N|auto",
+                   help="residual blocks, counted from the output, that stay float in the INT8 model "
+                        "(default auto: the fewest, from 0 up, whose drift passes --max-drop-int8)")
     p.add_argument("--workspace", type=float, default=4.0, help="TensorRT builder workspace, GiB (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda:N, or dla:N (Jetson DLA core) for TensorRT")
     p.add_argument("--max-drop-fp16", type=float, default=DEFAULT_MAX_DROP_DB["fp16"],
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             batch=args.batch, data=args.data or "", data_root=args.data_root or "",
             calib_samples=args.calib_samples, calib_method=args.calib_method, calib_tile=args.calib_tile,
             workspace=args.workspace, device=args.device, drift_regions=args.drift_regions,
+            float_blocks=args.float_blocks,
             max_drop_db={**DEFAULT_MAX_DROP_DB, "fp16": args.max_drop_fp16, "int8": args.max_drop_int8})
         manifest = run_export(opts)
     except SSRANEdgeError as exc:

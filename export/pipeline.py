@@ -51,6 +51,9 @@ class ExportOptions:
     device: str = "cpu"  # cpu, cuda:N or dla:N (TensorRT target)
     max_drop_db: dict[str, float] = field(default_factory=lambda: dict(drift_gate.DEFAULT_MAX_DROP_DB))
     drift_regions: int = 0  # 0 = every validation region
+    # Residual blocks, counted from the output, that stay float in the INT8 model. None: the fewest that
+    # pass the int8 gate on ONNX Runtime, tried from 0 up (see quantize.tail_block_nodes).
+    float_blocks: int | None = None
 
 
 def check_options(opts: ExportOptions) -> None:
@@ -63,6 +66,8 @@ def check_options(opts: ExportOptions) -> None:
         raise ExportError("--engine builds FP16/INT8 TensorRT engines: add --fp16 and/or --int8")
     if not (opts.device == "cpu" or opts.device.startswith(("cuda", "dla"))):
         raise ExportError(f"--device {opts.device!r}: use cpu, cuda:N or dla:N")
+    if opts.float_blocks is not None and not opts.int8:
+        raise ExportError("--float-blocks chooses the float part of the INT8 model: add --int8")
     if opts.batch < 1 or opts.calib_samples < 0 or opts.imgsz < 0:
         raise ExportError("--batch, --calib-samples must be >= 1 and --imgsz >= 0")
 
@@ -167,6 +172,7 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
         return results
 
     staged: list[tuple[str, list[drift_gate.Drift], dict]] = []  # (file name, drift per condition, manifest extra)
+    notes: list[str] = []  # lines under drift.md's table
 
     def add_onnx(name: str, precision: str, extra: dict) -> None:
         """Gated on every installed backend the table says opens it: ONNX Runtime, and OpenVINO for a
@@ -190,12 +196,13 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
     if opts.int8:
         import onnx
 
-        from ssran_edge.export.quantize import TileCalibrationReader, quantize_int8
+        from ssran_edge.export.quantize import TileCalibrationReader
 
         # A model trained on sensor noise is calibrated on tiles that went through the same noise model.
         noise = (card.training.get("noise_read") or 0.0, card.training.get("noise_shot") or 0.0)
         reader = TileCalibrationReader(data.train, card.in_bands, opts.calib_samples, opts.calib_tile, noise=noise)
-        calib = quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method)
+        calib = _quantize_within_gate(opts, reader, stage, gate)
+        notes.append(_search_note(calib, opts.max_drop_db["int8"]))
         int8 = onnx.load(str(stage / "model_int8.onnx"))
         save_onnx(set_metadata(int8, card.metadata("int8", **common, **calib)), stage / "model_int8.onnx")
         add_onnx("model_int8.onnx", "int8", calib)
@@ -229,13 +236,55 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
     with atomic_path(opts.output / "drift.md") as tmp:
         tmp.write_text(f"# Accuracy drift: {card.protocol} validation split ({len(val)} regions, "
                        f"tile {tile}; input: {', '.join(conditions)})\n\n{drift_gate.MD_HEADER}\n"
-                       + "\n".join(d.markdown() for d in drifts) + "\n")
+                       + "\n".join(d.markdown() for d in drifts) + "\n"
+                       + "".join(f"\n{note}\n" for note in notes))
     write_json(opts.output / "drift.json", [d.to_dict() for d in drifts])
     return Manifest(ssran_edge_version=__version__, source_weights=str(opts.weights),
                     source_sha256=common["weights_sha256"], protocol=card.protocol,
                     bands=[card.in_bands, card.out_bands], tile=tile, halo=opts.halo, artefacts=artefacts,
                     drift=[d.to_dict() for d in drifts], tensorrt="built" if trt_ok else f"skipped: {trt_reason}",
                     options=_jsonable(opts))
+
+
+def _quantize_within_gate(opts, reader, stage: Path, gate) -> dict:
+    """Quantize model.onnx to model_int8.onnx with opts.float_blocks trailing blocks float or, left to
+    auto, with the fewest (0 first) whose ONNX Runtime drift passes the int8 gate under every condition;
+    each try is recorded (the last is gated again, on every backend, with the other artefacts)."""
+    import onnx
+
+    from ssran_edge.export.quantize import max_float_blocks, quantize_int8
+
+    most = max_float_blocks(onnx.load(str(stage / "model.onnx")))
+    if opts.float_blocks is not None:
+        return quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method,
+                             float_blocks=opts.float_blocks)
+    tries = []
+    for blocks in range(most + 1):
+        calib = quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method,
+                              float_blocks=blocks)
+        if blocks == most:
+            break  # the last resort: whatever it drifts, the gate below decides
+        results = gate(f"model_int8.onnx, {blocks} float blocks", "int8",
+                       open_runner(stage / "model_int8.onnx", "ort"))
+        tries.append({"float_blocks": blocks, "drift_db": {r.condition: round(r.drop_db, 4) for r in results}})
+        if all(r.passed for r in results):
+            break
+        log.info("int8 with %d float block(s) drifts beyond the gate; trying one more block float", blocks)
+    return {**calib, "float_block_search": tries}
+
+
+def _search_note(calib: dict, gate_db: float) -> str:
+    """drift.md's line on the INT8 model's float blocks: chosen, or searched and each try's drift."""
+    tries = calib.get("float_block_search")
+    if tries is None:
+        return f"INT8: {calib['float_blocks']} residual block(s) kept float (--float-blocks)."
+    tried = "; ".join(f"{t['float_blocks']} float: " + ", ".join(f"{d:+.4f} dB {c}" for c, d in t["drift_db"].items())
+                      for t in tries)
+    chosen = calib["float_blocks"]
+    why = ("the fewest whose drift on ONNX Runtime is within" if tries and tries[-1]["float_blocks"] == chosen
+           else "the most the model allows: fewer drifted beyond")
+    return f"INT8: {chosen} residual block(s) kept float, {why} the {gate_db} dB gate (--float-blocks auto; " \
+           f"tried {tried or 'nothing fewer'})."
 
 
 def _build_engines(opts, card, tile, stage, gate) -> list:

@@ -88,10 +88,50 @@ def edge_nodes(model: onnx.ModelProto) -> list[str]:
     return list(dict.fromkeys(skip_nodes(model) + head))
 
 
+def block_outputs(model: onnx.ModelProto) -> list[str]:
+    """The residual blocks' output tensors in graph order: each block ends in a ReLU of its residual Add."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    return [n.output[0] for n in model.graph.node if n.op_type == "Relu"
+            and getattr(producer.get(n.input[0]), "op_type", None) == "Add"]
+
+
+def max_float_blocks(model: onnx.ModelProto) -> int:
+    """How many trailing residual blocks can stay float with one block still quantized."""
+    return max(len(block_outputs(model)) - 1, 0)
+
+
+def tail_block_nodes(model: onnx.ModelProto, blocks: int) -> list[str]:
+    """The nodes of the last `blocks` residual blocks: everything downstream of the output of the block
+    before them (the head too, which edge_nodes already keeps float).
+
+    Why: uint8 rounding on the residual stream accumulates block by block, and the last block's
+    error reaches the output unattenuated. Measured on the noise-trained CAVE model: its INT8 drift
+    fell from 0.33 to 0.09 dB with the last block float, at +29 % time per tile in ONNX Runtime."""
+    if blocks <= 0:
+        return []
+    outputs = block_outputs(model)
+    if blocks > len(outputs) - 1:
+        raise DataError(f"--float-blocks {blocks}: the model has {len(outputs)} residual blocks and at "
+                        f"least one must be quantized (use 0..{max(len(outputs) - 1, 0)})")
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: list[str] = []
+    stack = [outputs[-blocks - 1]]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.name not in found:
+                found.append(node.name)
+                stack += list(node.output)
+    return found
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, reader: TileCalibrationReader, method: str = "minmax",
-                  keep_eca_float: bool = True, keep_edges_float: bool = True) -> dict:
+                  keep_eca_float: bool = True, keep_edges_float: bool = True, float_blocks: int = 0) -> dict:
     """Write a QDQ int8 model: per-channel int8 weights, uint8 activations (x86 VNNI's fast path);
-    the input layer and the reconstruction head stay float (see edge_nodes)."""
+    the input layer and the reconstruction head stay float (see edge_nodes), and the last
+    `float_blocks` residual blocks (see tail_block_nodes)."""
     if method not in METHODS:
         raise DataError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,14 +139,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, reader: TileCalibrationReader
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
         model = onnx.load(str(prepped))
         exclude = eca_conv_nodes(model) if keep_eca_float else []
-        exclude = list(dict.fromkeys(exclude + (edge_nodes(model) if keep_edges_float else [])))
+        exclude = list(dict.fromkeys(exclude + (edge_nodes(model) if keep_edges_float else [])
+                                     + tail_block_nodes(model, float_blocks)))
         quantize_static(str(prepped), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=METHODS[method], nodes_to_exclude=exclude,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                        "CalibStridedMinMax": chunk_size(len(reader))})
     return {"calibration_method": method, "calibration_samples": len(reader.tiles),
-            "calibration_tile": int(reader.tiles[0].shape[-1]), "float_nodes": exclude,
+            "calibration_tile": int(reader.tiles[0].shape[-1]), "float_blocks": float_blocks, "float_nodes": exclude,
             "activation_type": "uint8", "weight_type": "int8 per-channel"}
 
 

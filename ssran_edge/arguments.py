@@ -114,6 +114,11 @@ positive_int = _int_at_least(1, "a positive number (>= 1)")
 non_negative_int = _int_at_least(0, "zero or more")
 
 
+def auto_or_count(text: str) -> int | None:
+    """`auto` (None: the program decides) or a count >= 0."""
+    return None if text.strip().lower() == "auto" else non_negative_int(text)
+
+
 def _float_where(accept, what: str):
     def parse(text: str) -> float:
         try:

@@ -142,10 +142,49 @@ def test_failing_gate_leaves_no_artefact_under_its_name(tmp_path):
     assert not (out / "model_int8.onnx").exists()
     assert (out / "model.onnx").is_file()  # what passed still lands
     assert json.loads((out / "drift.json").read_text())[-1]["passed"] is False
+    # auto tried 0 and 1 float blocks, then the most the model allows (2), which failed too
+    assert "INT8: 2 residual block(s) kept float, the most the model allows" in (out / "drift.md").read_text()
+
+
+def _int8_convs(path) -> int:
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    return sum(1 for n in graph.node if n.op_type == "Conv" and len(n.input) > 1
+               and getattr(producer.get(n.input[1]), "op_type", "") == "DequantizeLinear")
+
+
+def _drift(out, name="model_int8.onnx") -> float:
+    return next(d["drop_db"] for d in json.loads((out / "drift.json").read_text()) if d["artefact"] == name)
+
+
+def test_float_blocks_auto_keeps_the_fewest_float_blocks_that_pass(exported, tmp_path):
+    """--float-blocks N keeps the last N residual blocks float (5 convs each); auto (the default) tries 0, 1, ...
+    on ONNX Runtime and keeps the first that passes the int8 gate, recording each try."""
+    out0, _ = exported  # auto under a 5 dB gate: 0 blocks pass
+    assert read_metadata(out0 / "model_int8.onnx")["ssran_edge.float_blocks"] == 0
+    d0 = _drift(out0)
+    one = tmp_path / "one"
+    result = run_export("--int8", "--max-drop-int8", "5", "--float-blocks", "1", "--output", str(one))
+    assert result.returncode == 0, result.stderr
+    assert _int8_convs(one / "model_int8.onnx") == 10 and _int8_convs(out0 / "model_int8.onnx") == 15
+    d1 = _drift(one)
+    assert d1 < d0  # the rounding of the last block no longer reaches the output (0.037 vs 0.060 dB here)
+    gate = (d0 + d1) / 2
+    auto = tmp_path / "auto"
+    result = run_export("--int8", "--max-drop-int8", f"{gate:.6f}", "--output", str(auto))
+    assert result.returncode == 0, result.stderr
+    assert read_metadata(auto / "model_int8.onnx")["ssran_edge.float_blocks"] == 1
+    assert _drift(auto) == pytest.approx(d1, abs=1e-4)  # the same calibration, the same model
+    artefacts = json.loads((auto / "manifest.json").read_text())["artefacts"]
+    (int8,) = [a for a in artefacts if a["file"] == "model_int8.onnx"]
+    assert [t["float_blocks"] for t in int8["float_block_search"]] == [0, 1]
+    assert int8["float_block_search"][0]["drift_db"]["clean"] == pytest.approx(d0, abs=1e-3)
+    assert "INT8: 1 residual block(s) kept float, the fewest" in (auto / "drift.md").read_text()
 
 
 @pytest.mark.parametrize("args,message", [
     (["--fp16-io"], "--fp16-io needs --fp16"),
+    (["--float-blocks", "1"], "--float-blocks chooses the float part of the INT8 model: add --int8"),
     (["--engine"], "--engine builds FP16/INT8"),
     (["--fp16", "--engine"], "TensorRT not available: "),
     (["--int8", "--device", "dla:0"], "TensorRT not available: "),

@@ -72,6 +72,7 @@ def test_qat_fine_tune_scores_through_the_rounding_and_saves_float_weights(tmp_p
     assert history[0]["val_psnr_int8"] < history[0]["val_psnr"]
     _, card = load_model(still)
     assert card.training["qat"] and card.record["val_psnr_int8"] == pytest.approx(expected_int8)
+    assert card.record["selection"].startswith("clean validation PSNR through the INT8 export's rounding")
 
     # lr > 0: the weights move, and what is saved is a plain float state dict (weights_only load)
     tuned = train(make_config("pavia", "edge", arch="ssran", init=str(start), qat=True, lr=1e-3,

@@ -57,6 +57,9 @@ def validation_scores(model, pairs, config: TrainConfig) -> dict[str, float]:
 
 
 def selection_rule(config: TrainConfig) -> str:
+    """The card's words for what chose the epoch (what `chosen_by` is in train())."""
+    if config.qat:
+        return f"clean validation PSNR through the INT8 export's rounding, val_psnr_int8 ({config.select_mode} mode)"
     if config.select_noise > 0:
         return (f"mean of the clean and the read-noise sigma {config.select_noise:g} validation PSNR "
                 f"({config.select_mode} mode)")
