@@ -199,7 +199,7 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
         from ssran_edge.export.quantize import TileCalibrationReader
 
         # A model trained on sensor noise is calibrated on tiles that went through the same noise model.
-        noise = (card.training.get("noise_read") or 0.0, card.training.get("noise_shot") or 0.0)
+        noise = tuple(card.training.get(k) or 0.0 for k in ("noise_read", "noise_shot", "noise_clean_share"))
         reader = TileCalibrationReader(data.train, card.in_bands, opts.calib_samples, opts.calib_tile, noise=noise)
         calib = _quantize_within_gate(opts, reader, stage, gate)
         notes.append(_search_note(calib, opts.max_drop_db["int8"]))

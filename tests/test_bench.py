@@ -50,16 +50,18 @@ def test_smoke_reports_latency_next_to_accuracy(smoke_run):
     assert ("stream", "torch fp32 whole frame") not in rows  # a stream always runs in tiles
     int8 = rows[("frame", "ort model_int8.onnx")]
     # Real accuracy on the CAVE validation split: the int8 export passed the smoke's gate (quick min/max
-    # calibration, 0.2 dB). The noise-trained model is measured at read noise sigma 1 % too.
+    # calibration, the real 0.1 dB gate). The noise-trained model is measured at read noise sigma 1 % too.
     assert int8["accuracy_on"] == "cave validation split"
-    assert 30 < int8["psnr"] < 50 and abs(int8["drift_db"]) < 0.2
-    assert 30 < int8["psnr_noisy"] < int8["psnr"] and abs(int8["drift_db_noisy"]) < 0.2
+    assert 30 < int8["psnr"] < 50 and abs(int8["drift_db"]) <= 0.1
+    assert 30 < int8["psnr_noisy"] < int8["psnr"] and abs(int8["drift_db_noisy"]) <= 0.1
     manifest = json.loads((out / "exports" / "cave" / "manifest.json").read_text())
     options = manifest["options"]
     assert (options["calib_method"], options["calib_samples"]) == ("minmax", 64)  # the smoke's quick export
-    # the structure the default export lands: int8 with 0 float blocks drifted beyond the gate, 1 passed
+    # the structure the default export lands: int8 with 0 and 1 float blocks drifted beyond the gate, 2 passed
     (timed,) = [a for a in manifest["artefacts"] if a["file"] == "model_int8.onnx"]
-    assert timed["float_blocks"] == 1 and timed["float_block_search"][0]["drift_db"]["clean"] > 0.2
+    assert timed["float_blocks"] == 2
+    assert [t["float_blocks"] for t in timed["float_block_search"]] == [0, 1]
+    assert all(max(t["drift_db"].values()) > 0.1 for t in timed["float_block_search"])
     assert rows[("frame", "ort model.onnx")]["drift_db"] == pytest.approx(0.0, abs=0.01)
     for r in data["rows"]:
         assert r["ms"] > 0 and r["gflops"] > 0 and r["mpx_per_s"] > 0

@@ -31,10 +31,10 @@ def test_one_scene_study_is_sane_and_decoding_matters(shared_data, tmp_path, cap
 
     model, poly = "model cave", renderings.BASELINE
     decoded, undecoded, simulated = renderings.DECODED, renderings.UNDECODED, renderings.SIMULATED
-    assert rows[model, decoded]["psnr"] > 18  # measured 35.0 dB (23.9 with the clean-trained cave)
+    assert rows[model, decoded]["psnr"] > 18  # measured 34.6 dB (23.9 with the clean-trained cave)
     assert 30 < rows[poly, decoded]["psnr"] < 45  # measured 36.7 dB: fitted on this rendering's colours
     # The simulated input is on the cube's own scale: its gain is ~1 and the model is at its best there
-    # (38.6 dB): the rendering is another camera.
+    # (38.9 dB): the rendering is another camera.
     assert 0.8 < rows[model, simulated]["gain"] < 1.25
     assert rows[model, simulated]["psnr"] > rows[model, decoded]["psnr"] + 1
     # Decoding matters: the same BMP read as linear scores worse on both methods, in PSNR and SAM.

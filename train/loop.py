@@ -209,7 +209,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         from ssran_edge.train.qat import ExportQuantSim
 
         calibration = calibration_tiles(data.train, data.in_bands, QAT_CALIBRATION.samples, QAT_CALIBRATION.tile,
-                                        noise=(config.noise_read, config.noise_shot))
+                                        noise=(config.noise_read, config.noise_shot, config.noise_clean_share))
         sim = ExportQuantSim(model)  # rounds what is trained
         sim_evaluated = sim if evaluated is model else ExportQuantSim(evaluated)  # rounds what is saved
 

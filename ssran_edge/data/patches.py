@@ -131,11 +131,12 @@ def mix(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, share: float
 
 
 def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int, seed: int = 0,
-                      noise: tuple[float, float] = (0.0, 0.0)) -> list[np.ndarray]:
+                      noise: tuple[float, ...] = (0.0, 0.0)) -> list[np.ndarray]:
     """`samples` random tiles of real MSI, (1, bands, tile, tile) float32 each (smaller where a region
     is), drawn reproducibly from the regions in turn: the INT8 export's calibration set. `noise`
-    (read, shot), for a model trained on sensor noise: each tile goes through the training's noise
-    model (`sensor_noise`, a random level per tile), so the ranges cover the inputs the model will meet."""
+    (read, shot[, clean share]), for a model trained on sensor noise: each tile goes through the
+    training's noise model (`sensor_noise`, a random level per tile, that share of the tiles left clean),
+    so the ranges cover the inputs the model will meet."""
     if samples < 1:
         raise DataError(f"--calib-samples must be at least 1, got {samples}")
     if tile < 1:
