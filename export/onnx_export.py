@@ -95,16 +95,21 @@ def cached_onnx(weights: str | Path) -> Path:
 def skip_nodes(proto: onnx.ModelProto) -> list[str]:
     """Nodes reachable from the network input without passing a ReLU: the layer that reads the MSI and,
     in the skip variants, the whole skip (root-polynomial terms, its 1x1 conv) and the final add."""
-    inputs = {i.name for i in proto.graph.input}
+    return downstream_nodes(proto, [i.name for i in proto.graph.input], stop_at="Relu")
+
+
+def downstream_nodes(proto: onnx.ModelProto, tensors: list[str], stop_at: str = "") -> list[str]:
+    """Names of the nodes reachable from `tensors` through their consumers, not passing a node of type
+    `stop_at` (nor including it)."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in proto.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     found: list[str] = []
-    stack = [n for i in inputs for n in consumers.get(i, [])]
+    stack = [n for t in tensors for n in consumers.get(t, [])]
     while stack:
         node = stack.pop()
-        if node.op_type == "Relu" or node.name in found:
+        if node.op_type == stop_at or node.name in found:
             continue
         found.append(node.name)
         stack += [n for out in node.output for n in consumers.get(out, [])]

@@ -254,10 +254,10 @@ def _quantize_within_gate(opts, reader, stage: Path, gate) -> dict:
 
     from ssran_edge.export.quantize import max_float_blocks, quantize_int8
 
-    most = max_float_blocks(onnx.load(str(stage / "model.onnx")))
     if opts.float_blocks is not None:
         return quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method,
                              float_blocks=opts.float_blocks)
+    most = max_float_blocks(onnx.load(str(stage / "model.onnx")))
     tries = []
     for blocks in range(most + 1):
         calib = quantize_int8(stage / "model.onnx", stage / "model_int8.onnx", reader, opts.calib_method,

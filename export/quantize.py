@@ -16,7 +16,7 @@ from ssran_edge.data.patches import calibration_tiles
 from ssran_edge.data.protocols import Pair
 from ssran_edge.errors import DataError
 from ssran_edge.export.fuse import nhwc_residual_adds
-from ssran_edge.export.onnx_export import ort_optimize, save_onnx, set_metadata, skip_nodes
+from ssran_edge.export.onnx_export import downstream_nodes, ort_optimize, save_onnx, set_metadata, skip_nodes
 
 log = logging.getLogger("ssran_edge.export")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -113,18 +113,7 @@ def tail_block_nodes(model: onnx.ModelProto, blocks: int) -> list[str]:
     if blocks > len(outputs) - 1:
         raise DataError(f"--float-blocks {blocks}: the model has {len(outputs)} residual blocks and at "
                         f"least one must be quantized (use 0..{max(len(outputs) - 1, 0)})")
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    found: list[str] = []
-    stack = [outputs[-blocks - 1]]
-    while stack:
-        for node in consumers.get(stack.pop(), []):
-            if node.name not in found:
-                found.append(node.name)
-                stack += list(node.output)
-    return found
+    return downstream_nodes(model, [outputs[-blocks - 1]])
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, reader: TileCalibrationReader, method: str = "minmax",
