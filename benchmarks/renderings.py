@@ -9,14 +9,15 @@ Rows per scene (protocol `cave`'s split: the training scenes' BMPs are only fitt
     linear), and on the same BMP undecoded (`--input-encoding linear`);
   * root-polynomial-3 fitted on the 4 training scenes' BMPs decoded the same way, on the BMP decoded and
     undecoded: the bar a per-pixel map sets when it is fitted on this rendering's own colours;
-  * the model on the scene's simulated linear D700 MSI (`ssran-edge predict <scene folder> --srf`): the
-    input it was trained on, so the gap to the BMP rows is what decoding and camera mismatch cost.
+  * the model on the scene's MSI simulated through its own camera (`ssran-edge predict <scene folder> --srf`:
+    D700 for `cave`, the sRGB camera for `srgb`), linear and unquantised: the gap to the BMP rows is what
+    decoding, 8 bits and the camera mismatch cost.
 
 Every prediction gets ONE least-squares gain g = <pred, ref> / <pred, pred> before PSNR: the rendering's
 exposure and white scale are unknown, and a scale error would swamp the spectral one. SAM does not depend
 on it. PSNR is the project's (`ssran_edge.metrics.psnr`: per band against the reference band's peak,
-which is <= 1); "PSNR no gain" is the same without g. The D700 model on sRGB renderings measures decoding
-and camera mismatch together; an sRGB-trained model, which would separate them, comes later.
+which is <= 1); "PSNR no gain" is the same without g. The D700 model (`cave`) on sRGB renderings measures
+decoding and camera mismatch together; the sRGB-trained `srgb` separates them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ from ssran_edge.errors import DataError, SSRANEdgeError
 from ssran_edge.metrics import psnr, sam
 
 BASELINE = "rootpoly3"
-DECODED, UNDECODED, SIMULATED = "BMP decoded (sRGB)", "BMP undecoded (as linear)", "simulated D700 (linear)"
+DECODED, UNDECODED = "BMP decoded (sRGB)", "BMP undecoded (as linear)"
+
+
+def simulated_label(srf: str) -> str:
+    return f"simulated {srf} (linear)"
 
 
 @dataclass
@@ -50,7 +55,7 @@ class Row:
     scene: str
     split: str  # test | val
     method: str  # "model <name>" | rootpoly3
-    input: str  # DECODED | UNDECODED | SIMULATED
+    input: str  # DECODED | UNDECODED | simulated_label(srf)
     gain: float
     psnr: float  # after the gain
     sam: float  # degrees; gain-invariant
@@ -127,18 +132,18 @@ def study(root: Path, scenes: list[str], model: str) -> list[Row]:
                 rows.append(scored(scene, method, label, cli, ref))
                 rows.append(scored(scene, BASELINE, label, baseline.predict(decode(bmp, encoding)), ref))
             simulated = predict_cli([str(scene_folder(root, scene)), "--model", model, "--srf", srf], out)
-            rows.append(scored(scene, method, SIMULATED, simulated, ref))
+            rows.append(scored(scene, method, simulated_label(srf), simulated, ref))
     return rows
 
 
 def srf_of(model: str) -> str:
-    """The SRF the model was trained through (its card's). The study's split is protocol cave's, so a
-    model trained on another protocol is refused: it may have seen the scenes scored here."""
+    """The SRF the model was trained through (its card's). The study's split is protocol cave's (cave_srgb
+    shares it), so a model trained on another protocol is refused: it may have seen the scenes scored here."""
     from ssran_edge.assets import model_path
     from ssran_edge.card import ModelCard
 
     card = ModelCard.read(model_path(model))
-    if card.protocol != "cave" or not card.srf:
+    if card.protocol not in ("cave", "cave_srgb") or not card.srf:
         raise DataError(f"{model}: trained on protocol {card.protocol!r}; this study scores protocol cave's scenes")
     return card.srf
 

@@ -276,6 +276,9 @@ def open_stream(source: Source, runner: Runner, sink: Sink | None, wavelengths: 
     if camera and taken and taken != camera:
         log.warning("%s: %s camera values, but the model was trained on %s ones: expect a camera mismatch "
                     "in the spectra", source.name, taken, camera)
+    elif camera == "srgb" and not taken:
+        log.warning("%s: linear values of an unknown camera, but the model was trained on sRGB photos (8-bit, "
+                    "JPEG): for linear camera values use --model cave", source.name)
     if sink is not None:
         sink.open(runner.out_bands, wavelengths, geo=source.geo)
     pipeline.setdefault("reference", source.reference)

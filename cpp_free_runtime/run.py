@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(camera N), camera_stream:VIDEO|URL|PIPELINE, a folder of frames, a photo (.jpg, .png...), "
                         "a camera raw file (.dng, .nef...), a scene file (.npy, ENVI, .mat, GeoTIFF/JP2), or "
                         "replay:CUBE with --srf")
-    p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine, or bundled: cave (default), cave_ssran, "
-                                   "paris, pavia")
+    p.add_argument("--model", help="checkpoint, ONNX or TensorRT engine, or bundled: cave, cave_ssran, srgb, paris, "
+                                   "pavia (default: srgb for sRGB-encoded photos and video, cave for linear values)")
     p.add_argument("--backend", default="auto", choices=backend_choices(), help=BACKEND_HELP)
     p.add_argument("--device", default="", help="cpu or cuda[:N]; with --backend openvino: CPU, GPU[.N], NPU or AUTO "
                    "(default: the best available)")
@@ -71,7 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | None = None) -> int:
     """onnx_for: how to get an ONNX for weights that have none beside them (see backends.select_runner)."""
+    from ssran_edge.assets import model_for
     from ssran_edge.atomic import check_writable
+    from ssran_edge.encoding import resolve
     from ssran_edge.geo import GeoTiffOptions
     from ssran_edge.runtime.backends import select_runner
     from ssran_edge.runtime.preview import Preview
@@ -80,11 +82,21 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
 
     if args.summary_json:  # found after the last frame otherwise
         check_writable(args.summary_json, "--summary-json")
-    selection = select_runner(args.model, args.backend, args.device, args.threads, onnx_for=onnx_for)
     geotiff_output = is_geotiff_output(args.output, args)
     raster = raster_options(args)
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout, raster=raster)
+    # --model left out: the model for the source's encoding (sRGB photos and video -> srgb, linear -> cave);
+    # a folder or file knows its encoding once open (open is idempotent: the stream's own open is then a no-op)
+    try:
+        if not args.model and source.encoding is None and args.input_encoding == "auto":
+            source.open()
+        encoding = resolve(args.input_encoding, source.encoding or "linear")
+        selection = select_runner(model_for(args.model, encoding), args.backend, args.device, args.threads,
+                                  onnx_for=onnx_for)
+    except BaseException:
+        source.close()
+        raise
     if raster is not None and not isinstance(source, RasterSource):
         raise DataError(f"--bands, --scale and --offset apply to a GeoTIFF/JP2/VRT source; {source.name} is not one")
     if args.window and not isinstance(source, WindowedSceneSource):  # found after inference otherwise
@@ -139,7 +151,7 @@ def _run(args, selection, source, sink, previews) -> int:
             bar.close()
             if sink is not None:
                 sink.close()
-    summary = {"backend": selection.backend, "source": source.name, **stats.summary(),
+    summary = {"model": str(selection.model), "backend": selection.backend, "source": source.name, **stats.summary(),
                "interrupted_by": signal.Signals(signals[0]).name if signals else None}
     if args.summary_json:
         write_json(args.summary_json, summary)

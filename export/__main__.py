@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=prog_for("python -m export"), description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", "--model", dest="weights",
-                   help="checkpoint (.safetensors + .json card) or bundled: cave (default), cave_ssran, paris, pavia")
+                   help="checkpoint (.safetensors + .json card) or bundled: cave (default), cave_ssran, srgb, paris, "
+                        "pavia")
     p.add_argument("--output", help="output folder (default exports/<model name>)")
     p.add_argument("--fp16", "--half", dest="fp16", action="store_true", help="FP16 ONNX (+ FP16 engine with TensorRT)")
     p.add_argument("--fp16-io", action="store_true", help="fp16 input/output tensors in the FP16 ONNX")

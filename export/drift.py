@@ -1,7 +1,8 @@
 """The accuracy-drift gate: run an artefact and the fp32 PyTorch model on the same validation tiles;
 PSNR/SAM against ground truth, and the artefact against fp32 (PSNR, max abs error). A model trained on
 sensor noise is gated twice: on the clean validation MSI and under read noise of sigma 1 %
-(`ssran_edge.conditions`), since rounding that is harmless on clean input can be amplified by noise."""
+(`ssran_edge.conditions`), since rounding that is harmless on clean input can be amplified by noise;
+a model trained through a photo's capture chain on its 8-bit PNG and JPEG quality 90 frames."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ssran_edge.conditions import CONDITIONS, NOISY_SELECTION, Condition, capture
+from ssran_edge.conditions import CONDITIONS, NOISY_SELECTION, SRGB_CONDITIONS, Condition, capture
 from ssran_edge.data.protocols import Pair
 from ssran_edge.metrics import psnr, sam
 from ssran_edge.tiling import InferFn, run_tiled
@@ -55,7 +56,10 @@ MD_HEADER = ("| artefact | precision | input | PSNR vs GT | SAM vs GT | PSNR dro
 
 def gate_conditions(training: dict) -> list[Condition]:
     """Clean input always; also read noise of sigma 1 % for a model trained on sensor noise (its card's
-    training settings say so): the inputs it is meant for."""
+    training settings say so): the inputs it is meant for. A model trained through a photo's capture
+    chain: its 8-bit PNG (lossless, where rounding shows most) and JPEG quality 90 frames."""
+    if training.get("encode") == "srgb":
+        return [SRGB_CONDITIONS["sRGB 8-bit PNG"], SRGB_CONDITIONS["sRGB JPEG q90"]]
     noisy = (training.get("noise_read") or 0) > 0 or (training.get("noise_shot") or 0) > 0
     return [CONDITIONS["clean"], *([NOISY_SELECTION] if noisy else [])]
 

@@ -196,11 +196,14 @@ def _build_all(opts, model, card, data, val, tile, stage: Path, trt_ok: bool, tr
     if opts.int8:
         import onnx
 
+        from ssran_edge.data.patches import training_capture
         from ssran_edge.export.quantize import TileCalibrationReader
 
-        # A model trained on sensor noise is calibrated on tiles that went through the same noise model.
-        noise = tuple(card.training.get(k) or 0.0 for k in ("noise_read", "noise_shot", "noise_clean_share"))
-        reader = TileCalibrationReader(data.train, card.in_bands, opts.calib_samples, opts.calib_tile, noise=noise)
+        # A model trained on sensor noise (or a photo's capture chain) is calibrated on tiles that went
+        # through the same noise model (and chain).
+        noise, photo = training_capture(card.training)
+        reader = TileCalibrationReader(data.train, card.in_bands, opts.calib_samples, opts.calib_tile, noise=noise,
+                                       photo=photo)
         calib = _quantize_within_gate(opts, reader, stage, gate)
         notes.append(_search_note(calib, opts.max_drop_db["int8"]))
         int8 = onnx.load(str(stage / "model_int8.onnx"))

@@ -27,8 +27,9 @@ PREFIX = "ssran_edge."  # of the ONNX metadata_props and engine sidecar keys
 MODES = ("tile", "patch")
 # The architectures ssran_edge.model builds, by the name a card records (torch-free: a CLI lists them
 # before it imports torch), and the least-squares baseline each skip variant starts from.
-ARCHITECTURE_NAMES = ("ssran", "ssran_linear_skip", "ssran_rootpoly_skip", "ssran_rootpoly4_skip")
-SKIP_BASELINE = {"ssran_linear_skip": "linear", "ssran_rootpoly_skip": "rootpoly3", "ssran_rootpoly4_skip": "rootpoly4"}
+ARCHITECTURE_NAMES = ("ssran", "ssran_linear_skip", "ssran_rootpoly_skip", "ssran_rootpoly4_skip", "ssran_chroma_skip")
+SKIP_BASELINE = {"ssran_linear_skip": "linear", "ssran_rootpoly_skip": "rootpoly3", "ssran_rootpoly4_skip": "rootpoly4",
+                 "ssran_chroma_skip": "rootpoly3"}
 
 
 @dataclass
@@ -49,7 +50,10 @@ class ModelCard:
     num_blocks: int | None = None
     eca_kernel: int | None = None
     wavelengths_nm: list[float] | None = None
-    srf: str | None = None
+    srf: str | None = None  # the camera: a bundled SRF's name (srgb: the sRGB standard of photos and video)
+    # how the frames it was trained on were stored: linear (raw, float, linear TIFF) or srgb (8-bit photos
+    # and video, JPEG included, decoded to linear before the model); None on cards from before it was recorded
+    encoding: str | None = None
     msi_band_names: list[str] | None = None
     protocol: str | None = None
     inference: Inference = field(default_factory=Inference)
@@ -61,9 +65,12 @@ class ModelCard:
     record: dict[str, Any] = field(default_factory=dict)  # the rest (splits, per-scene tables, notes), kept as is
 
     ARTEFACT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "in_bands", "out_bands", "wavelengths_nm", "srf", "msi_band_names", "protocol", "arch", "inference",
-        "test_metrics")
+        "in_bands", "out_bands", "wavelengths_nm", "srf", "encoding", "msi_band_names", "protocol", "arch",
+        "inference", "test_metrics")
     SIZE_FIELDS: ClassVar[tuple[str, ...]] = ("width", "num_blocks", "eca_kernel")
+    # Fields cards gained later: left out of a card (and an artefact's metadata) that has none, so an
+    # older card writes back as it was
+    RECORDED_LATER: ClassVar[tuple[str, ...]] = ("encoding",)
 
     # ------------------------------------------------------------ JSON card beside the weights
 
@@ -85,7 +92,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": FORMAT}
         for f in fields(self):
-            if f.name != "record":
+            if f.name != "record" and not (f.name in self.RECORDED_LATER and getattr(self, f.name) is None):
                 value = getattr(self, f.name)
                 out[f.name] = asdict(value) if isinstance(value, Inference) else value
         return {**out, **self.record}
@@ -125,6 +132,8 @@ class ModelCard:
         for key in ("srf", "protocol"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise CheckpointError(f"{source}: {key} must be a name, got {getattr(self, key)!r}")
+        if self.encoding not in (None, "linear", "srgb"):
+            raise CheckpointError(f"{source}: encoding must be linear or srgb, got {self.encoding!r}")
         if not isinstance(self.training, dict):
             raise CheckpointError(f"{source}: training must be an object")
 
@@ -135,7 +144,8 @@ class ModelCard:
         meta: dict[str, Any] = {f"{PREFIX}version": __version__, f"{PREFIX}precision": precision}
         for key in self.ARTEFACT_FIELDS:
             value = getattr(self, key)
-            meta[PREFIX + key] = asdict(value) if isinstance(value, Inference) else value
+            if not (key in self.RECORDED_LATER and value is None):
+                meta[PREFIX + key] = asdict(value) if isinstance(value, Inference) else value
         return {**meta, **{PREFIX + k: v for k, v in extra.items()}}
 
     @classmethod

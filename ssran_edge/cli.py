@@ -80,7 +80,11 @@ def cmd_predict(args) -> int:
     output = _predict_output(args)
     # The input first: a bad file is then the only line, before any model is opened (or exported)
     cube = read_cube(args.input, args.variable, raster_options(args)) if args.input else demo_scene()
-    selection = select_runner(args.model, args.backend, args.device, onnx_for=export_once)
+    # --model left out: the model for the input's encoding (an sRGB photo -> srgb, linear values -> cave)
+    from ssran_edge.assets import model_for
+
+    encoding = resolve(args.input_encoding, cube.encoding)
+    selection = select_runner(model_for(args.model, encoding), args.backend, args.device, onnx_for=export_once)
     card = selection.card
     with selection.runner as runner:
         in_bands, out_bands = runner.in_bands, runner.out_bands
@@ -208,7 +212,9 @@ def _card_summary(path: Path, card) -> list[str]:
     lines = [f"model:      {name} ({shown_path(path)}; ssran-edge {card.version})",
              f"arch:       {card.arch}" + (f" ({', '.join(sizes)})" if sizes else "")
              + (f"; {stored:,} stored values" if stored is not None else ""),
-             f"protocol:   {card.protocol or 'not recorded'}; camera/SRF: {card.srf or 'not recorded'}",
+             f"protocol:   {card.protocol or 'not recorded'}; camera/SRF: {card.srf or 'not recorded'}"
+             + ("; input: sRGB-encoded photos and video (8-bit, JPEG), decoded to linear" if card.encoding == "srgb"
+                else ""),
              f"bands:      {card.in_bands} in" + (f" ({', '.join(map(str, card.msi_band_names))})"
                                                   if card.msi_band_names else "")
              + f" -> {card.out_bands} out" + _wavelength_range(card.wavelengths_nm)]
@@ -360,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="reconstruct a hyperspectral cube")
     p.add_argument("input", nargs="?", help="a photo (.jpg .png .webp .bmp .tif .heic), a camera raw file (.dng .nef "
                                             "...), a cube or MSI file/folder (default: the bundled demo scene)")
-    p.add_argument("--model", help="weights (.safetensors + .json card), .onnx, .engine, or bundled: "
-                                   "cave (default), cave_ssran, paris, pavia")
+    p.add_argument("--model", help="weights (.safetensors + .json card), .onnx, .engine, or bundled: cave, "
+                                   "cave_ssran, srgb, paris, pavia (default: srgb for an sRGB-encoded photo, "
+                                   "cave for linear values)")
     p.add_argument("--srf", help="SRF to simulate the MSI from a hyperspectral input (bundled name or file)")
     p.add_argument("--variable", help="variable name inside a .mat/.npz")
     p.add_argument("--mode", choices=["tile", "patch"], help="inference mode (default: the model card's)")
@@ -395,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_batch)
     p = sub.add_parser("info", help="a model card in short: bands, camera, test metrics, artefacts beside it")
     p.add_argument("model", nargs="?", metavar="MODEL",
-                   help="bundled name (cave (default), cave_ssran, paris, pavia) or weights file (.safetensors "
+                   help="bundled name (cave (default), cave_ssran, srgb, paris, pavia) or weights file (.safetensors "
                         "with its .json card)")
     p.add_argument("--json", action="store_true",
                    help="the whole card as JSON (path, stored values and every card field but the training "

@@ -34,6 +34,16 @@ def srgb_eotf(encoded: np.ndarray) -> np.ndarray:
     return np.asarray(eotf_sRGB(np.asarray(encoded, dtype=np.float64)), dtype=np.float64)
 
 
+def srgb_codes(linear: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Linear values -> sRGB codes of `bits` (8 -> uint8): clipped to [0, 1], encoded by the sRGB inverse
+    EOTF (colour-science), rounded to the nearest code: what a camera writes into a photo."""
+    from colour.models import eotf_inverse_sRGB
+
+    encoded = eotf_inverse_sRGB(np.clip(np.asarray(linear, dtype=np.float64), 0.0, 1.0))
+    top = 2**bits - 1
+    return np.rint(encoded * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
 def scaled_codes(codes: np.ndarray) -> np.ndarray:
     """Integer codes divided by full scale (255, 65535) as float32, correctly rounded (a division, not a
     multiplication by the rounded reciprocal): the values `srgb_table` is evaluated at."""

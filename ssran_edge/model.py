@@ -140,8 +140,61 @@ class RootPolySkipSSRAN(LinearSkipSSRAN):
         return torch.exp(nn.functional.conv2d(torch.log(msi.clamp_min(EPS)), self.exponents))
 
 
+# JFIF (JPEG) R'G'B' -> Y, Cb, Cr (without the 0.5 offset of the chroma): the space 4:2:0 subsamples in.
+RGB_TO_YCC = torch.tensor([[0.299, 0.587, 0.114],
+                           [-0.168736, -0.331264, 0.5],
+                           [0.5, -0.418688, -0.081312]])
+
+
+def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
+    """IEC 61966-2-1 inverse EOTF (the 2.4 power with a linear toe), on values clamped to >= 0."""
+    x = linear.clamp_min(0.0)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def srgb_decode(encoded: torch.Tensor) -> torch.Tensor:
+    """The sRGB EOTF: encoded -> linear (the toe below 0.04045 extends linearly to negative values)."""
+    return torch.where(encoded <= 0.04045, encoded / 12.92, ((encoded.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
+
+
+class ChromaGuide(nn.Module):
+    """A luma-guided chroma path for photos: JPEG 4:2:0 keeps luma at full resolution and chroma at half,
+    in the sRGB-encoded Y'CbCr space. The linear RGB input is taken back to that space; a small conv net
+    reads full-resolution Y' beside the upsampled Cb, Cr and predicts a correction to the chroma (its last
+    conv starts at zero: the guide starts as the identity); the result goes back to linear RGB."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.register_buffer("to_ycc", RGB_TO_YCC.clone()[:, :, None, None])
+        self.register_buffer("to_rgb", torch.linalg.inv(RGB_TO_YCC)[:, :, None, None])
+        self.net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(width, 2, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        ycc = nn.functional.conv2d(srgb_encode(rgb), self.to_ycc)
+        ycc = ycc + nn.functional.pad(self.net(ycc), (0, 0, 0, 0, 1, 0))  # luma kept, chroma corrected
+        return srgb_decode(nn.functional.conv2d(ycc, self.to_rgb))
+
+
+class ChromaGuidedSSRAN(RootPolySkipSSRAN):
+    """Variant (not in the paper): RootPolySkipSSRAN (order 3) fed through a ChromaGuide (RGB photos only)."""
+
+    def __init__(self, in_bands: int, out_bands: int, width: int = 64, num_blocks: int = 3, eca_kernel: int = 5):
+        if in_bands != 3:
+            raise ValueError(f"ssran_chroma_skip restores the chroma of RGB photos: 3 input bands, not {in_bands}")
+        super().__init__(in_bands, out_bands, width, num_blocks, eca_kernel)
+        self.guide = ChromaGuide()
+
+    def forward(self, msi: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.guide(msi))
+
+
 ARCHITECTURES = dict(zip(ARCHITECTURE_NAMES, (SSRAN, LinearSkipSSRAN, RootPolySkipSSRAN,
-                                               functools.partial(RootPolySkipSSRAN, order=4)), strict=True))
+                                               functools.partial(RootPolySkipSSRAN, order=4), ChromaGuidedSSRAN),
+                         strict=True))
 
 
 def build_model(arch: str, in_bands: int, out_bands: int, **kwargs) -> nn.Module:

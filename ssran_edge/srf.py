@@ -2,11 +2,18 @@
 
 An SRF is either a D matrix (msi_bands x hsi_bands, already in the cube's band space) or a CSV curve
 table (`wavelength_nm`, one column per band) resampled to the cube's band centres. Each row of D is
-normalised to unit sum, so an MSI band is a weighted mean of HSI bands.
+normalised to unit sum, so an MSI band is a weighted mean of HSI bands and a flat spectrum of 1 (a white
+reflector) reads 1 in every band.
+
+`srgb` is the camera of sRGB-encoded photos and video: the CIE 1931 2-degree colour-matching functions
+taken to linear sRGB by the IEC 61966-2-1 matrix. A colour-matching camera has negative lobes (red
+responds negatively near 500 nm); they are kept, where a measured curve's negative values (noise around
+a black level) are clipped to zero with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +22,20 @@ import numpy as np
 from ssran_edge.errors import DataError
 from ssran_edge.io import special_file
 
+log = logging.getLogger("ssran_edge.srf")
+
 BUNDLED_DIR = Path(__file__).parent / "srfs"
 BUNDLED = {
     "D_103": "D_103.mat",
     "nikon_d700": "nikon_d700.csv",
     "sentinel2a": "sentinel2a.csv",
     "landsat8": "landsat8.csv",
+    "srgb": "cie1931_2deg_xyz_cmf.csv",  # taken to sRGB by srgb_camera()
 }
+# IEC 61966-2-1: CIE XYZ (D65-relative) -> linear sRGB R, G, B.
+XYZ_TO_SRGB = np.array([[3.2406, -1.5372, -0.4986],
+                        [-0.9689, 1.8758, 0.0415],
+                        [0.0557, -0.2040, 1.0570]])
 
 
 @dataclass
@@ -33,6 +47,7 @@ class SRF:
     matrix: np.ndarray | None = None
     wavelengths: np.ndarray | None = None  # nm, for curves
     curves: np.ndarray | None = None  # (samples, bands)
+    signed: bool = False  # negative responses are real (a colour-matching camera), not noise to clip
 
     @property
     def bands(self) -> int:
@@ -53,7 +68,8 @@ class SRF:
         if not np.isfinite(centres).all() or (np.diff(centres) <= 0).any():
             raise DataError(f"SRF {self.name}: the cube's wavelengths must be finite and increasing to resample "
                             "a curve table onto them")
-        return _normalise_rows(resample_curves(self.wavelengths, self.curves, centres), self.name, self.band_names)
+        matrix = resample_curves(self.wavelengths, self.curves, centres)
+        return _normalise_rows(matrix if self.signed else np.clip(matrix, 0.0, None), self.name, self.band_names)
 
 
 def _normalise_rows(matrix: np.ndarray, name: str, band_names: list[str]) -> np.ndarray:
@@ -78,11 +94,21 @@ def resample_curves(curve_nm: np.ndarray, curves: np.ndarray, centres: np.ndarra
             out[:, i] = curves[inside].mean(axis=0)
         else:
             out[:, i] = [np.interp(centres[i], curve_nm, c, left=0.0, right=0.0) for c in curves.T]
-    return np.clip(out, 0.0, None)
+    return out
+
+
+def srgb_camera(cmf: SRF) -> SRF:
+    """The sRGB camera from CIE colour-matching functions x, y, z: XYZ_TO_SRGB . (x, y, z), each band
+    scaled so that a flat spectrum of 1 gives 1 (equal-energy white is R = G = B). Negative lobes kept."""
+    curves = cmf.curves @ XYZ_TO_SRGB.T
+    curves /= np.trapezoid(curves, cmf.wavelengths, axis=0) / np.ptp(cmf.wavelengths)
+    return SRF("srgb", ["R", "G", "B"], wavelengths=cmf.wavelengths, curves=curves, signed=True)
 
 
 def load_srf(name_or_path: str | Path) -> SRF:
     """A bundled SRF by name (see BUNDLED) or a file: .mat holding a matrix `D`, or a CSV curve table."""
+    if str(name_or_path) == "srgb":
+        return srgb_camera(_read_curve_table(BUNDLED_DIR / BUNDLED["srgb"], "cie1931_2deg_xyz_cmf"))
     path = BUNDLED_DIR / BUNDLED[name_or_path] if str(name_or_path) in BUNDLED else Path(name_or_path)
     name = str(name_or_path)
     if kind := special_file(path):
@@ -105,6 +131,11 @@ def load_srf(name_or_path: str | Path) -> SRF:
         if not np.isfinite(matrix).all() or (matrix < 0).any():
             raise DataError(f"SRF {path}: matrix has NaN/Inf or negative weights")
         return SRF(name, [f"band{i + 1}" for i in range(matrix.shape[0])], matrix=matrix)
+    return _read_curve_table(path, name)
+
+
+def _read_curve_table(path: Path, name: str) -> SRF:
+    """A CSV curve table: wavelength_nm, then one column per band."""
     try:
         lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]  # Excel: BOM
         header = [h.strip() for h in lines[0].split(",")]
@@ -116,7 +147,11 @@ def load_srf(name_or_path: str | Path) -> SRF:
     if not np.isfinite(table).all():
         raise DataError(f"SRF {path}: NaN/Inf in the curve table")
     order = np.argsort(table[:, 0])
-    return SRF(name, header[1:], wavelengths=table[order, 0], curves=np.clip(table[order, 1:], 0, None))
+    curves = table[order, 1:]
+    if (curves < 0).any():
+        log.warning("SRF %s: %d negative response value(s) (down to %.3g) clipped to 0; a measured curve's "
+                    "negatives are noise around its black level", name, int((curves < 0).sum()), curves.min())
+    return SRF(name, header[1:], wavelengths=table[order, 0], curves=np.clip(curves, 0, None))
 
 
 def simulate_msi(hsi: np.ndarray, srf_matrix: np.ndarray) -> np.ndarray:

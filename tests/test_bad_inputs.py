@@ -19,6 +19,7 @@ A checkpoint's pickle payload must never run: its sentinel file must not appear.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import resource
@@ -579,6 +580,12 @@ CASES: list[Case] = [
     Case("info-foreign-card", "cli", "a JSON card not written by ssran-edge",
          lambda i, o: last((i / "m.json").write_text('{"format": "other"}'), info(str(i / "m.safetensors"))),
          "not an ssran-edge model card"),
+    Case("info-card-unknown-encoding", "cli", "a model card whose encoding is neither linear nor srgb",
+         lambda i, o: last(shutil.copy(DEFAULT_MODEL, i / "m.safetensors"),
+                           (i / "m.json").write_text(json.dumps({**json.loads(DEFAULT_MODEL.with_suffix(".json")
+                                                                              .read_text()), "encoding": "gamma"})),
+                           info(str(i / "m.safetensors"))),
+         "encoding must be linear or srgb, got 'gamma'"),
     # --- ssran-edge run ----------------------------------------------------------------------------------
     Case("run-wrong-band-count", "cli", "a 5-band .npy into a 3-band model",
          lambda i, o: run(str(npy(i / "x.npy", rgb(bands=5))), "--output", str(o / "frames")),
@@ -727,6 +734,27 @@ CASES: list[Case] = [
                             str(model_path("cave_ssran")), "--epochs", "1", "--no-report",
                             "--output", str(o / "run")),
          "its SSRAN body (64 wide, 3 blocks) does not fit a 16-wide 3-block ssran_linear_skip"),
+    Case("train-jpeg-quality-out-of-range", "cli", "--jpeg-quality 50 101",
+         lambda i, o: train("--encode", "srgb", "--jpeg-quality", "50", "101", "--output", str(o / "run")),
+         "--jpeg-quality 50 101: needs LO <= HI within 1-100"),
+    Case("train-jpeg-share-without-quality", "cli", "--jpeg-share 0.5 with no --jpeg-quality",
+         lambda i, o: train("--encode", "srgb", "--jpeg-share", "0.5", "--output", str(o / "run")),
+         "--jpeg-share needs --jpeg-quality LO HI"),
+    Case("train-jpeg-without-encode", "cli", "--jpeg-quality on a linear camera (no --encode)",
+         lambda i, o: train("--jpeg-quality", "60", "95", "--output", str(o / "run")),
+         "--jpeg-quality and --jpeg-share are steps of the capture chain: give --encode srgb"),
+    Case("train-unknown-select-condition", "cli", "--select-conditions naming no capture condition",
+         lambda i, o: train("--select-conditions", "jpeg", "--output", str(o / "run")),
+         "unknown capture condition 'jpeg'; known: clean, read 0.5%"),
+    Case("train-camera-loss-real-sensors", "cli", "--camera-loss on paris (real ALI/Hyperion: no camera matrix)",
+         lambda i, o: train("--protocol", "paris", "--camera-loss", "1", "--epochs", "1", "--no-report",
+                            "--output", str(o / "run")),
+         "--camera-loss compares spectra through the camera's SRF; protocol paris pairs real sensors",
+         needs="shared_data"),
+    Case("train-chroma-guide-not-rgb", "cli", "--arch ssran_chroma_skip on a 4-band camera (pavia)",
+         lambda i, o: train("--protocol", "pavia", "--arch", "ssran_chroma_skip", "--epochs", "1", "--no-report",
+                            "--output", str(o / "run")),
+         "ssran_chroma_skip restores the chroma of RGB photos: 3 input bands, not 4", needs="shared_data"),
     # --- real processes: what a terminal shows ------------------------------------------------------------
     Case("process-predict-nan", "process", "python -m ssran_edge.cli predict on NaN pixels",
          lambda i, o: predict(str(npy(i / "x.npy", np.full((8, 8, 3), np.nan, np.float32))),

@@ -6,6 +6,7 @@ cube of the linear image it was made from."""
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import subprocess
@@ -345,3 +346,26 @@ def test_valid_photos_that_look_odd_work_through_predict(tmp_path):
                  "--output", str(tmp_path / "linear.npy"))
     assert result.returncode == 0, result.stderr
     assert np.array_equal(np.load(tmp_path / "alpha16.png.npy"), np.load(tmp_path / "linear.npy"))
+
+
+def test_with_no_model_named_a_photo_gets_the_srgb_model_and_linear_values_get_cave(tmp_path):
+    """--model left out: an sRGB-encoded photo (or a folder of them, through `run`) picks `srgb`, linear
+    values pick `cave`; fed to the other model, each warns once."""
+    Image.fromarray(photo(32, 48)).save(tmp_path / "shot.jpg", quality=90)
+    np.save(tmp_path / "linear.npy", to_linear(photo(32, 48), "srgb"))
+    chosen = {}
+    for name in ("shot.jpg", "linear.npy"):
+        result = cli("predict", str(tmp_path / name), "--backend", "ort", "--output", str(tmp_path / f"{name}.npy"))
+        assert result.returncode == 0, result.stderr
+        chosen[name] = next(line for line in result.stdout.splitlines() if line.startswith("model: "))
+    assert "srgb.safetensors (cave_srgb" in chosen["shot.jpg"] and "cave.safetensors (cave," in chosen["linear.npy"]
+    (tmp_path / "frames").mkdir()
+    Image.fromarray(photo(32, 48)).save(tmp_path / "frames" / "0.png")
+    result = cli("run", str(tmp_path / "frames"), "--backend", "ort", "--output", str(tmp_path / "out"),
+                 "--summary-json", str(tmp_path / "summary.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["model"].endswith("srgb.safetensors")
+    warned = cli("predict", str(tmp_path / "linear.npy"), "--model", "srgb", "--backend", "ort",
+                 "--output", str(tmp_path / "w.npy"))
+    lines = [line for line in warned.stderr.splitlines() if "trained on sRGB photos" in line]
+    assert warned.returncode == 0 and len(lines) == 1 and "--model cave" in lines[0]

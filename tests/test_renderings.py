@@ -30,7 +30,7 @@ def test_one_scene_study_is_sane_and_decoding_matters(shared_data, tmp_path, cap
         assert r["psnr"] >= r["psnr_no_gain"] - 1.0  # the least-squares gain cannot cost much PSNR
 
     model, poly = "model cave", renderings.BASELINE
-    decoded, undecoded, simulated = renderings.DECODED, renderings.UNDECODED, renderings.SIMULATED
+    decoded, undecoded, simulated = renderings.DECODED, renderings.UNDECODED, renderings.simulated_label("nikon_d700")
     assert rows[model, decoded]["psnr"] > 18  # measured 34.6 dB (23.9 with the clean-trained cave)
     assert 30 < rows[poly, decoded]["psnr"] < 45  # measured 36.7 dB: fitted on this rendering's colours
     # The simulated input is on the cube's own scale: its gain is ~1 and the model is at its best there

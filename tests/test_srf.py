@@ -28,7 +28,7 @@ def test_bundled_srfs_load(name, bands):
 
 
 def test_bundled_names_cover_the_table():
-    assert set(BUNDLED) == {"D_103", "nikon_d700", "sentinel2a", "landsat8"}
+    assert set(BUNDLED) == {"D_103", "nikon_d700", "sentinel2a", "landsat8", "srgb"}
 
 
 def test_d103_is_4x103_matrix():

@@ -156,7 +156,7 @@ def test_train_resume_and_report(pavia, tmp_path):
     assert "| pavia |" in text and "| **mean** |" in text and "| exposure x0.5 |" in text
     assert "### read 1% (read noise sigma 0.01)" in text and "| read 0.5% + shot |" in text
     assert "chosen on the clean validation PSNR (tile mode)" in text
-    assert "at read 1% read noise" in report["verdict"]
+    assert "under read 1% " in report["verdict"]
     _, card = load_model(best)
     assert card.test_metrics["linear"]["psnr"] == pytest.approx(metrics["linear"]["psnr"])
     assert card.record["splits"] == {"train": [p.name for p in pavia.train], "val": [p.name for p in pavia.val],

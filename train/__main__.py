@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW) when > 0")
     p.add_argument("--loss", choices=["l2", "l1", "mrae"],
                    help="l2 (the paper), l1, or mrae (relative error, guarded near zero)")
+    p.add_argument("--camera-loss", type=float,
+                   help="plus this weight x the loss on the spectra seen through the camera (the colour error; "
+                        "e.g. 1; simulated protocols only)")
     p.add_argument("--patch-size", type=positive_int, help="side of the square training patches, px")
     p.add_argument("--patches-per-epoch", type=non_negative_int, help="0 = every stride-1 patch")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="flips and rotations")
@@ -92,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-shot", type=noise_level, help="max shot-noise gain (variance = gain * signal)")
     p.add_argument("--noise-clean-share", type=share,
                    help="share of the training patches left without noise (e.g. 0.5)")
+    p.add_argument("--encode", choices=["srgb"],
+                   help="the capture chain of a photo in the loop: clip, 8-bit sRGB, JPEG or PNG, decode")
+    p.add_argument("--jpeg-quality", type=positive_int, nargs=2, metavar=("LO", "HI"),
+                   help="with --encode: JPEG quality drawn uniformly from [LO, HI] (4:2:0 chroma)")
+    p.add_argument("--jpeg-share", type=share, help="with --encode: share of the patches written as JPEG (the "
+                                                     "rest as PNG)")
     p.add_argument("--illuminant", type=float,
                    help="spectral augmentation strength: spectra times a random smooth curve, the MSI "
                         "re-simulated (e.g. 0.3; simulated protocols only)")
@@ -107,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-noise", type=noise_level,
                    help="also score validation with read noise of this sigma (e.g. 0.01) and choose the epoch on "
                         "the mean of the clean and the noisy PSNR (0 = clean only)")
+    p.add_argument("--select-conditions", nargs="+", metavar="CONDITION",
+                   help="choose the epoch on the mean validation PSNR under these capture conditions (e.g. "
+                        "'sRGB JPEG q90'); overrides --select-noise")
+    p.add_argument("--skip-condition", metavar="CONDITION",
+                   help="skip variants: fit the least-squares skip on training pixels under this capture condition")
     p.add_argument("--skip-noise", type=noise_level,
                    help="skip variants: fit the least-squares skip on training pixels with read noise of this "
                         "sigma (a fit on clean pixels amplifies noise)")

@@ -21,6 +21,9 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     loss: str = "l2"  # l2 (the paper), l1, or mrae (relative error, guarded near zero)
+    # > 0: plus this weight x the same loss on the spectra seen through the camera (D . pred vs D . hsi):
+    # the colour error, which JPEG's 4:2:0 chroma concentrates in (simulated protocols only)
+    camera_loss: float = 0.0
     patch_size: int = 4
     patches_per_epoch: int = 0  # 0 = every stride-1 patch each epoch
     augment: bool = False  # flips and 90-degree rotations
@@ -31,6 +34,12 @@ class TrainConfig:
     noise_read: float = 0.0
     noise_shot: float = 0.0
     noise_clean_share: float = 0.0  # share of the patches left without noise
+    # The capture chain of a photo (protocols of the srgb camera): after exposure and noise each patch is
+    # clipped, sRGB-encoded to 8 bits, a `jpeg_share` of them written as JPEG at a quality drawn from
+    # jpeg_quality [lo, hi] (4:2:0), the rest as PNG, read back and decoded to linear (conditions.photo).
+    encode: str = ""  # "" (linear frames) or "srgb"
+    jpeg_quality: list[int] = field(default_factory=list)
+    jpeg_share: float = 0.0
     # Spectral augmentation: each patch's spectra times a smooth curve exp(a x + b (x^2 - 1/3)),
     # a, b ~ U(-illuminant, illuminant), the MSI re-simulated (simulated protocols only).
     illuminant: float = 0.0
@@ -43,12 +52,16 @@ class TrainConfig:
     # > 0: validation is also scored with read noise of this sigma on the MSI (ssran_edge.conditions),
     # and the epoch is chosen on the mean of the clean and the noisy PSNR
     select_noise: float = 0.0
+    # Or: the epoch is chosen on the mean validation PSNR under these capture conditions (by name,
+    # ssran_edge.conditions), val_psnr being the first's
+    select_conditions: list[str] = field(default_factory=list)
     # Skip variants: the least-squares skip is fitted on training pixels with read noise of this sigma
     # (a fit on clean pixels has large, cancelling coefficients that amplify noise), with a ridge
     # (relative to the Gram matrix's mean diagonal). With --init of the same arch the skip is kept
     # unless refit_skip; an --init of another arch gives the body only, and the skip is fitted.
     skip_noise: float = 0.0
     skip_ridge: float = 0.0
+    skip_condition: str = ""  # or: fitted on training pixels under this capture condition (a photo's chain)
     refit_skip: bool = False
     # Once a recipe is chosen on validation: train on train + validation scenes and keep the last
     # epoch (validation is then seen data: its figure measures fit, and chooses nothing).
@@ -109,8 +122,32 @@ RECIPES: dict[str, dict[str, dict]] = {
         "cave": dict(epochs=100, batch_size=8, patch_size=64, patches_per_epoch=800, loss="l1",
                      exposure=[0.25, 2.0], ema=0.999, train_skip=False, noise_read=0.02, noise_shot=0.0005,
                      select_noise=0.01, skip_noise=0.01),
+        # The sRGB camera (photos, video): CAVE's recipe with the capture chain in the loop -- exposure
+        # 0.6-1.1 of full scale, the same sensor noise (half the patches clean), clipping, 8-bit sRGB,
+        # JPEG quality 60-95 on three patches in four; the epoch chosen on 8-bit PNG, JPEG q90 and q75.
+        "cave_srgb": dict(epochs=100, batch_size=8, patch_size=64, patches_per_epoch=800, loss="l1",
+                          exposure=[0.6, 1.1], ema=0.999, train_skip=False, noise_read=0.02, noise_shot=0.0005,
+                          noise_clean_share=0.5, encode="srgb", jpeg_quality=[60, 95], jpeg_share=0.75,
+                          select_conditions=["sRGB 8-bit PNG", "sRGB JPEG q90", "sRGB JPEG q75"],
+                          skip_condition="sRGB JPEG q90"),
     },
 }
+
+
+def _check_capture(values: dict) -> None:
+    """The capture settings are names and ranges a run would otherwise fail on an hour in."""
+    from ssran_edge.conditions import condition_named
+
+    quality = values.get("jpeg_quality") or []
+    if quality and not (len(quality) == 2 and 1 <= quality[0] <= quality[1] <= 100):
+        raise ValueError(f"--jpeg-quality {' '.join(map(str, quality))}: needs LO <= HI within 1-100")
+    if values.get("jpeg_share") and not quality:
+        raise ValueError("--jpeg-share needs --jpeg-quality LO HI")
+    if (quality or values.get("jpeg_share")) and not values.get("encode"):
+        raise ValueError("--jpeg-quality and --jpeg-share are steps of the capture chain: give --encode srgb")
+    for name in [*values.get("select_conditions", []), *([values["skip_condition"]] if values.get("skip_condition")
+                                                         else [])]:
+        condition_named(name)
 
 
 def make_config(protocol: str = "cave", recipe: str = "paper", **overrides) -> TrainConfig:
@@ -123,4 +160,5 @@ def make_config(protocol: str = "cave", recipe: str = "paper", **overrides) -> T
     unknown = set(values) - TrainConfig.field_names()
     if unknown:
         raise ValueError(f"unknown training settings: {sorted(unknown)}")
+    _check_capture(values)
     return TrainConfig(protocol=protocol, recipe=recipe, **values)

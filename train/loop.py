@@ -16,8 +16,8 @@ from ssran_edge.atomic import write_json
 from ssran_edge.baseline import fit_baseline
 from ssran_edge.card import SKIP_BASELINE, Inference, ModelCard
 from ssran_edge.checkpoint import load_training_state, save_model, save_training_state
-from ssran_edge.conditions import CONDITIONS, Condition, capture
-from ssran_edge.data.patches import gather_patches, mix, patch_origins, photometric, relight
+from ssran_edge.conditions import CONDITIONS, Condition, capture, condition_named
+from ssran_edge.data.patches import gather_patches, mix, patch_origins, photo_chain, photometric, relight
 from ssran_edge.data.protocols import ProtocolData, load_protocol
 from ssran_edge.errors import SSRANEdgeError
 from ssran_edge.metrics import psnr
@@ -33,6 +33,7 @@ def model_card(config: TrainConfig, data: ProtocolData) -> ModelCard:
     return ModelCard(arch=config.arch, in_bands=data.in_bands, out_bands=data.out_bands, width=config.width,
                      num_blocks=config.num_blocks, eca_kernel=config.eca_kernel,
                      wavelengths_nm=list(data.wavelengths) if data.wavelengths is not None else None, srf=data.srf,
+                     encoding=data.encoding,
                      msi_band_names=data.msi_band_names, protocol=data.name,
                      inference=Inference(mode=config.select_mode, tile=config.tile), training=config.to_dict(),
                      record={"splits": {split: [p.name for p in getattr(data, split)]
@@ -48,7 +49,13 @@ def evaluate_psnr(model, pairs, mode: str, config: TrainConfig, condition: Condi
 
 def validation_scores(model, pairs, config: TrainConfig) -> dict[str, float]:
     """val_psnr (clean) and, with select_noise, val_psnr_noisy and their mean val_score: what the epoch
-    is chosen on. A model chosen on clean validation alone can trade noise robustness away unseen."""
+    is chosen on. A model chosen on clean validation alone can trade noise robustness away unseen.
+    With select_conditions: the PSNR under each (val_conditions), val_psnr the first's, val_score their mean."""
+    if config.select_conditions:
+        under = {name: evaluate_psnr(model, pairs, config.select_mode, config, condition_named(name))
+                 for name in config.select_conditions}
+        return {"val_psnr": next(iter(under.values())), "val_conditions": under,
+                "val_score": float(np.mean(list(under.values())))}
     clean = evaluate_psnr(model, pairs, config.select_mode, config)
     if config.select_noise <= 0:
         return {"val_psnr": clean}
@@ -60,6 +67,8 @@ def selection_rule(config: TrainConfig) -> str:
     """The card's words for what chose the epoch (what `chosen_by` is in train())."""
     if config.qat:
         return f"clean validation PSNR through the INT8 export's rounding, val_psnr_int8 ({config.select_mode} mode)"
+    if config.select_conditions:
+        return f"mean validation PSNR under {', '.join(config.select_conditions)} ({config.select_mode} mode)"
     if config.select_noise > 0:
         return (f"mean of the clean and the read-noise sigma {config.select_noise:g} validation PSNR "
                 f"({config.select_mode} mode)")
@@ -101,8 +110,10 @@ def load_init(model, config: TrainConfig, data: ProtocolData) -> bool:
 
 
 def fit_skip(config: TrainConfig, data: ProtocolData):
-    """The skip's least-squares fit on the training pixels, under read noise of config.skip_noise."""
-    noise = Condition("skip fit", read=config.skip_noise)
+    """The skip's least-squares fit on the training pixels, under read noise of config.skip_noise (or the
+    capture condition config.skip_condition)."""
+    noise = condition_named(config.skip_condition) if config.skip_condition else Condition("skip fit",
+                                                                                           read=config.skip_noise)
     return fit_baseline(SKIP_BASELINE[config.arch], [capture(p.msi, noise, p.name) for p in data.train],
                         [p.hsi for p in data.train], ridge=config.skip_ridge or 1e-9)
 
@@ -194,6 +205,16 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r} (adam or sgd)")
     loss_fn = make_loss(config.loss)
+    if config.camera_loss > 0:
+        if data.camera is None:
+            raise SSRANEdgeError(f"--camera-loss compares spectra through the camera's SRF; protocol {data.name} "
+                                 f"pairs real sensors ({data.srf}) and has none")
+        camera = torch.from_numpy(data.camera.astype(np.float32)).to(config.device)
+        spectral_loss = loss_fn
+
+        def loss_fn(pred, ref):  # noqa: F811 - the spectral loss plus the camera's view of it
+            seen = torch.einsum("mb,nbhw->nmhw", camera, pred), torch.einsum("mb,nbhw->nmhw", camera, ref)
+            return spectral_loss(pred, ref) + config.camera_loss * spectral_loss(*seen)
     # DDP averages the ranks' gradients after each backward; checkpoints hold the bare module, so a run
     # resumes under any world size.
     stepped = (torch.nn.parallel.DistributedDataParallel(model) if world.distributed else model)
@@ -205,11 +226,12 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
     if config.qat:
         if world.distributed:
             raise SSRANEdgeError("--qat runs in one process (a short fine-tune): start it without torchrun")
-        from ssran_edge.data.patches import QAT_CALIBRATION, calibration_tiles
+        from ssran_edge.data.patches import QAT_CALIBRATION, calibration_tiles, training_capture
         from ssran_edge.train.qat import ExportQuantSim
 
+        noise, photo = training_capture(config.to_dict())
         calibration = calibration_tiles(data.train, data.in_bands, QAT_CALIBRATION.samples, QAT_CALIBRATION.tile,
-                                        noise=(config.noise_read, config.noise_shot, config.noise_clean_share))
+                                        noise=noise, photo=photo)
         sim = ExportQuantSim(model)  # rounds what is trained
         sim_evaluated = sim if evaluated is model else ExportQuantSim(evaluated)  # rounds what is saved
 
@@ -261,6 +283,7 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
             msi, hsi = relight(msi, hsi, rng, config.illuminant, data.camera)
             msi, hsi = photometric(msi, hsi, rng, config.exposure, config.noise_read, config.noise_shot,
                                    config.noise_clean_share)
+            msi = photo_chain(msi, rng, config.encode, config.jpeg_quality, config.jpeg_share)
             batch, mine = len(msi), world.share(len(msi))
             if batch < world.size:  # an epoch's last, partial batch smaller than the world: dropped by
                 continue  # every rank alike (all see the same batch), so no rank waits at a collective alone

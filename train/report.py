@@ -14,7 +14,7 @@ import numpy as np
 from ssran_edge.atomic import atomic_path, write_json
 from ssran_edge.baseline import fit_baseline
 from ssran_edge.checkpoint import load_model, save_model
-from ssran_edge.conditions import CONDITIONS, NOISY_SELECTION, capture
+from ssran_edge.conditions import NOISY_SELECTION, capture, condition_named, conditions_for
 from ssran_edge.data.protocols import ProtocolData
 from ssran_edge.metrics import psnr, quality_assessment, sam
 from ssran_edge.tiling import predict
@@ -50,14 +50,15 @@ def evaluate(weights: str | Path, data: ProtocolData, device: str = "cpu", robus
     report = {"protocol": data.name, "arch": card.arch, "recipe": card.training.get("recipe"),
               "test_regions": [p.name for p in data.test], "tile": tile, "best_epoch": card.best_epoch,
               "val_psnr": card.val_psnr, "selection": card.record.get("selection", "clean validation PSNR"),
-              "val_psnr_noisy": card.record.get("val_psnr_noisy"),
+              "val_psnr_noisy": card.record.get("val_psnr_noisy"), "val_conditions": card.record.get("val_conditions"),
               "metrics": {m: _mean(s) for m, s in per_scene.items()}, "per_scene": per_scene}
     if robustness:
         clean = {m: {s: {"psnr": v["psnr"], "sam": v["sam"]} for s, v in per_scene[m].items()}
                  for m in CONDITION_METHODS}
         report["conditions"] = under_conditions(methods["ssran_tile"], data, clean)
-        report["robustness"] = _exposures({"ssran_tile": methods["ssran_tile"], "rootpoly3": methods["rootpoly3"]},
-                                          data)
+        if data.encoding == "linear":  # a photo's exposure is within its conditions' chain (clipped at 1)
+            report["robustness"] = _exposures({"ssran_tile": methods["ssran_tile"],
+                                               "rootpoly3": methods["rootpoly3"]}, data)
     return report
 
 
@@ -69,7 +70,7 @@ def under_conditions(model_fn, data: ProtocolData, clean: dict | None = None) ->
     sensor reads it under the condition, and each baseline fitted on training scenes under the same
     condition (the strongest simple method for it, not a clean fit fed noisy pixels)."""
     out = {}
-    for name, condition in CONDITIONS.items():
+    for name, condition in conditions_for(data.encoding).items():
         if condition.clean and clean is not None:
             out[name] = clean
             continue
@@ -174,9 +175,9 @@ def condition_scene_tables(report: dict) -> list[str]:
     """One per-scene table per noisy condition (the clean one is the per-scene table above)."""
     lines = []
     for c, methods in report.get("conditions", {}).items():
-        if CONDITIONS[c].clean:
+        if condition_named(c).clean:
             continue
-        lines += [f"### {c} ({CONDITIONS[c].describe()})", "",
+        lines += [f"### {c} ({condition_named(c).describe()})", "",
                   *per_scene_table({"test_regions": report["test_regions"], "per_scene": methods,
                                     "metrics": {m: _mean(v) for m, v in methods.items()}},
                                    ("ssran_tile", *BASELINES)), ""]
@@ -197,13 +198,15 @@ def verdict(report: dict) -> str:
         beaten = sum(per_scene["ssran_tile"][s]["psnr"] > per_scene[strongest][s]["psnr"]
                      for s in report["test_regions"])
         parts.append(f"above {strongest} on {beaten} of {len(report['test_regions'])} test scenes")
-    noisy = report.get("conditions", {}).get(NOISY_SELECTION.name)
-    if noisy:
-        means = condition_means(report)[NOISY_SELECTION.name]
+    for name in (NOISY_SELECTION.name, "sRGB JPEG q90"):  # the noisy condition of a linear camera; a photo's
+        scenes = report.get("conditions", {}).get(name)
+        if not scenes:
+            continue
+        means = condition_means(report)[name]
         best = max(BASELINES, key=lambda k: means[k]["psnr"])
-        above = sum(noisy["ssran_tile"][s]["psnr"] > noisy[best][s]["psnr"] for s in report["test_regions"])
-        parts.append(f"at {NOISY_SELECTION.name} read noise {means['ssran_tile']['psnr']:.2f} dB, "
-                     f"{means['ssran_tile']['psnr'] - means[best]['psnr']:+.2f} dB vs {best} fitted on noisy pixels "
+        above = sum(scenes["ssran_tile"][s]["psnr"] > scenes[best][s]["psnr"] for s in report["test_regions"])
+        parts.append(f"under {name} {means['ssran_tile']['psnr']:.2f} dB, "
+                     f"{means['ssran_tile']['psnr'] - means[best]['psnr']:+.2f} dB vs {best} fitted on such pixels "
                      f"(above it on {above} of {len(report['test_regions'])})")
     return "; ".join(parts)
 
@@ -224,8 +227,9 @@ def write_report(weights: str | Path, data: ProtocolData, device: str = "cpu") -
                                   "## Capture conditions (mean over the test regions; baselines fitted on "
                                   "training pixels under the same condition)", "", *conditions_table(report), "",
                                   *condition_scene_tables(report),
-                                  "## Exposure (mean over the test regions)", "",
-                                  *robustness_table(report), "", report["verdict"], ""]))
+                                  *(["## Exposure (mean over the test regions)", "", *robustness_table(report), ""]
+                                    if report.get("robustness") else []),
+                                  report["verdict"], ""]))
     model, card = load_model(weights)
     card.test_metrics = report["metrics"]
     card.record["test_per_scene"] = {m: {s: {"psnr": v["psnr"], "sam": v["sam"]} for s, v in scenes.items()}
@@ -237,6 +241,9 @@ def write_report(weights: str | Path, data: ProtocolData, device: str = "cpu") -
 
 
 def _selection_line(report: dict) -> str:
+    if report.get("val_conditions"):
+        under = ", ".join(f"{v:.2f} dB {c}" for c, v in report["val_conditions"].items())
+        return f"Best epoch {report['best_epoch']}, validation PSNR {under}; chosen on the {report['selection']}."
     line = f"Best epoch {report['best_epoch']}, validation PSNR {report['val_psnr']:.2f} dB clean"
     if report.get("val_psnr_noisy") is not None:
         line += f", {report['val_psnr_noisy']:.2f} dB noisy"

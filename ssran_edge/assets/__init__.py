@@ -17,12 +17,22 @@ DEMO_SCENE = ASSETS / "demo_cave_crop.npz"
 # regression, +3.2 dB over linear, on CAVE's 6 test scenes); cave_ssran: the faithful SSRAN (+2.2 dB
 # over linear); both trained on 18 CAVE scenes. paris: the faithful SSRAN (paper recipe); pavia: the
 # linear-skip variant on Pavia University (4 -> 103 bands). See README "Results".
-MODELS = {name: ASSETS / "models" / f"{name}.safetensors" for name in ("cave", "cave_ssran", "paris", "pavia")}
+MODELS = {name: ASSETS / "models" / f"{name}.safetensors"
+          for name in ("cave", "cave_ssran", "srgb", "paris", "pavia")}
 DEFAULT_MODEL = MODELS["cave"]
+PHOTO_MODEL = MODELS["srgb"]  # srgb: trained through the sRGB camera and a photo's capture chain (8-bit, JPEG)
+
+
+def model_for(name_or_path: str | Path | None, encoding: str | None) -> str | Path | None:
+    """The model to run: the one named; with none named, `srgb` for sRGB-encoded frames (photos, video)
+    and the default (linear camera values) for any other."""
+    if name_or_path:
+        return name_or_path
+    return PHOTO_MODEL if encoding == "srgb" else None
 
 
 def model_path(name_or_path: str | Path | None) -> Path:
-    """A bundled model's weights by name (cave, cave_ssran, paris, pavia), any other path as given, or
+    """A bundled model's weights by name (cave, cave_ssran, srgb, paris, pavia), any other path as given, or
     the default model for None/""."""
     path = Path(MODELS.get(str(name_or_path), name_or_path)) if name_or_path else DEFAULT_MODEL
     if path.is_dir():

@@ -121,6 +121,32 @@ def read_picture(path: str | Path) -> Picture:
         raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {one_line(exc)})") from None
 
 
+def encode_picture(codes: np.ndarray, jpeg: int = 0) -> bytes:
+    """(H, W, 3) uint8 sRGB codes as the bytes of a JPEG of quality `jpeg` (4:2:0 chroma, as cameras and
+    most encoders write) or, with 0, a PNG: what the capture chain writes (ssran_edge.conditions.photo)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.ascontiguousarray(codes), "RGB")
+    if jpeg:
+        image.save(buffer, "JPEG", quality=int(jpeg), subsampling=2)  # 2 = 4:2:0
+    else:
+        image.save(buffer, "PNG", compress_level=0)  # lossless at any level; 0 is the fastest
+    return buffer.getvalue()
+
+
+def decode_picture(data: bytes, name: str = "picture") -> Picture:
+    """`read_picture` for a file's bytes in memory: the same decoder and rules."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return _decode(Path(name), im, data)
+
+
 def _register_heif(path: Path) -> None:
     try:
         from pillow_heif import register_heif_opener
@@ -130,7 +156,8 @@ def _register_heif(path: Path) -> None:
     register_heif_opener()
 
 
-def _decode(path: Path, im) -> Picture:
+def _decode(path: Path, im, data: bytes | None = None) -> Picture:
+    """The picture `im` opened from `path` (or from `data`, the file's bytes, named `path`)."""
     fmt = im.format or path.suffix.lstrip(".").upper()
     frames = getattr(im, "n_frames", 1)
     if fmt == "TIFF" and frames > 1:
@@ -144,7 +171,7 @@ def _decode(path: Path, im) -> Picture:
     orientation = int(im.getexif().get(0x0112, 1) or 1)
     icc = im.info.get("icc_profile")
     profile = _profile(path, icc, im.mode) if icc else None
-    bits = _stored_bits(path, im, fmt)
+    bits = _stored_bits(path, im, fmt, data)
     if bits == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         codes = _colour16(path, im)  # Pillow would keep 8 of the 16 bits
     else:
@@ -157,11 +184,13 @@ def _decode(path: Path, im) -> Picture:
     return Picture(codes, encoding, str(path))
 
 
-def _stored_bits(path: Path, im, fmt: str) -> int:
+def _stored_bits(path: Path, im, fmt: str, data: bytes | None = None) -> int:
     """Bits per sample as stored (Pillow's mode hides 16-bit colour): PNG's IHDR, TIFF's BitsPerSample."""
-    if fmt == "PNG":
-        with open(path, "rb") as f:
-            header = f.read(26)
+    if fmt == "PNG":  # IHDR's bit depth
+        if data is None:
+            with open(path, "rb") as f:
+                data = f.read(26)
+        header = data[:26]
         return header[24] if len(header) == 26 else 8
     if fmt == "TIFF":
         return max(int(b) for b in _as_tuple(im.tag_v2.get(258, 8)))

@@ -91,6 +91,25 @@ def sensor_noise(msi: np.ndarray, rng: np.random.Generator, noise_read: float, n
     return msi
 
 
+def photo_chain(msi: np.ndarray, rng: np.random.Generator, encode: str, jpeg_quality: list[int] | None = None,
+                jpeg_share: float = 0.0) -> np.ndarray:
+    """The capture chain of a photo on NCHW linear MSI patches (RGB), in place: each clipped, sRGB-encoded
+    to 8 bits, a `jpeg_share` of them written as JPEG at a quality uniform in `jpeg_quality` [lo, hi]
+    (4:2:0), the rest as PNG, read back by the photo decoder and decoded to linear (conditions.photo)."""
+    if not encode:  # off: no random draws, so a run without it keeps its random stream
+        return msi
+    if encode != "srgb":
+        raise DataError(f"unknown capture encoding {encode!r} (srgb)")
+    from ssran_edge.conditions import photo
+
+    n = len(msi)
+    lo, hi = jpeg_quality or (0, 0)
+    quality = np.where(rng.uniform(size=n) < jpeg_share, rng.integers(lo, hi + 1, n), 0)
+    for k in range(n):
+        msi[k] = photo(msi[k].transpose(1, 2, 0), int(quality[k])).transpose(2, 0, 1)
+    return msi
+
+
 def relight(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, strength: float,
             camera: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Spectral ("illuminant") augmentation of NCHW patches: each patch's spectra are multiplied by a
@@ -130,13 +149,22 @@ def mix(msi: np.ndarray, hsi: np.ndarray, rng: np.random.Generator, share: float
     return msi, hsi
 
 
+def training_capture(training: dict) -> tuple[tuple, tuple]:
+    """The capture a model was trained through, from its card's training settings: (read, shot, clean
+    share) for `sensor_noise` and (encode, jpeg quality, jpeg share) for `photo_chain`."""
+    noise = tuple(training.get(k) or 0.0 for k in ("noise_read", "noise_shot", "noise_clean_share"))
+    photo = (training.get("encode") or "", training.get("jpeg_quality") or [], training.get("jpeg_share") or 0.0)
+    return noise, photo
+
+
 def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int, seed: int = 0,
-                      noise: tuple[float, ...] = (0.0, 0.0)) -> list[np.ndarray]:
+                      noise: tuple[float, ...] = (0.0, 0.0), photo: tuple = ()) -> list[np.ndarray]:
     """`samples` random tiles of real MSI, (1, bands, tile, tile) float32 each (smaller where a region
     is), drawn reproducibly from the regions in turn: the INT8 export's calibration set. `noise`
     (read, shot[, clean share]), for a model trained on sensor noise: each tile goes through the
     training's noise model (`sensor_noise`, a random level per tile, that share of the tiles left clean),
-    so the ranges cover the inputs the model will meet."""
+    so the ranges cover the inputs the model will meet; `photo` (encode, jpeg quality, jpeg share), for
+    a model trained through a photo's capture chain: then through that chain (`photo_chain`)."""
     if samples < 1:
         raise DataError(f"--calib-samples must be at least 1, got {samples}")
     if tile < 1:
@@ -153,5 +181,6 @@ def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int,
         th, tw = min(tile, h), min(tile, w)
         r, c = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
         cut = np.array(msi[r:r + th, c:c + tw].transpose(2, 0, 1), order="C")[None]  # a copy: noise goes in place
-        tiles.append(sensor_noise(cut, noise_rng, *noise))
+        tiles.append(photo_chain(sensor_noise(cut, noise_rng, *noise), noise_rng, *photo) if photo and photo[0]
+                     else sensor_noise(cut, noise_rng, *noise))
     return tiles

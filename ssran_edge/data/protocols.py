@@ -6,6 +6,9 @@
   train, right half test (the paper splits PaviaU by columns too).
 - `cave`: 27 CAVE scenes, MSI simulated with the Nikon D700 SRF (RGB -> 31), split by whole scene:
   18 train, 3 validation, 6 test (CAVE_SPLIT says which and why).
+- `cave_srgb`: the same scenes and split seen through the `srgb` camera (CIE 1931 -> linear sRGB),
+  clipped to [0, 1]: the camera of sRGB photos and video. Training takes them on through the capture
+  chain (8-bit sRGB, JPEG; `ssran_edge.conditions`).
 - `cave7`: the first CAVE protocol (7 scenes: 5 train, 2 test), kept reproducible for the record.
 
 Validation (checkpoint selection) never touches the test split. On cave it is whole scenes of their
@@ -48,6 +51,7 @@ class ProtocolData:
     # The camera matrix D (msi_bands, hsi_bands) where the MSI is simulated (MSI = HSI . D^T); None for
     # a real sensor pair. Augmentations that change a spectrum re-simulate its MSI through it.
     camera: np.ndarray | None = None
+    encoding: str = "linear"  # how the frames the model will be fed were stored: "srgb" for photos and video
 
     @property
     def in_bands(self) -> int:
@@ -149,13 +153,15 @@ def bin2x2(cube: np.ndarray) -> np.ndarray:
     return cube[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
 
 
-def load_cave(root: Path, train_resolution: str = "native") -> ProtocolData:
+def load_cave(root: Path, train_resolution: str = "native", camera: str = "nikon_d700") -> ProtocolData:
     """Protocol `cave`: 27 CAVE scenes split by scene (see CAVE_SPLIT). `train_resolution` "binned"
     bins the 512x512 training and validation scenes 2x2, so every scene a patch is cut from has
-    cave_extra's scale; "native" keeps both scales. Test scenes are always at their stored scale."""
+    cave_extra's scale; "native" keeps both scales. Test scenes are always at their stored scale.
+    `camera` "srgb" gives protocol `cave_srgb`: the sRGB camera's frames, clipped to [0, 1]."""
     if train_resolution not in ("native", "binned"):
         raise DataError(f"unknown train resolution {train_resolution!r} (native or binned)")
-    srf = load_srf("nikon_d700")
+    srf = load_srf(camera)
+    photo = camera == "srgb"
     splits: dict[str, list[Pair]] = {"train": [], "val": [], "test": []}
     matrix = None
     for split, scenes in CAVE_SPLIT.items():
@@ -165,11 +171,12 @@ def load_cave(root: Path, train_resolution: str = "native") -> ProtocolData:
             hsi = cube.data
             if split != "test" and train_resolution == "binned" and hsi.shape[0] > 256:
                 hsi = bin2x2(hsi)
-            splits[split].append(Pair(simulate_msi(hsi, matrix), hsi, scene))
+            msi = simulate_msi(hsi, matrix)
+            splits[split].append(Pair(np.clip(msi, 0.0, 1.0) if photo else msi, hsi, scene))
     from ssran_edge.data.readers import CAVE_WAVELENGTHS
 
-    return ProtocolData("cave", splits["train"], splits["val"], splits["test"], CAVE_WAVELENGTHS.tolist(),
-                        "nikon_d700", srf.band_names, matrix)
+    return ProtocolData("cave_srgb" if photo else "cave", splits["train"], splits["val"], splits["test"],
+                        CAVE_WAVELENGTHS.tolist(), camera, srf.band_names, matrix, "srgb" if photo else "linear")
 
 
 def load_cave7(root: Path, scenes: list[str] | None = None) -> ProtocolData:
@@ -234,7 +241,7 @@ def load_files(train_files: list[str], test_files: list[str], srf: str, variable
     return ProtocolData("files", train, val, test, wavelengths, srf, sensor.band_names, camera)
 
 
-PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave, "cave7": load_cave7}
+PROTOCOLS = {"paris": load_paris, "pavia": load_pavia, "cave": load_cave, "cave_srgb": load_cave, "cave7": load_cave7}
 
 
 def protocol_of_card(card: ModelCard, root: str | Path | None = None, name: str | None = None) -> ProtocolData:
@@ -263,6 +270,6 @@ def _load_protocol(name: str, root: str | Path | None, train_resolution: str | N
     if name not in PROTOCOLS:
         raise DataError(f"unknown protocol {name!r}; choose one of {', '.join([*PROTOCOLS, 'files'])}")
     root = Path(root) if root else shared_data_dir()
-    if name == "cave":
-        return load_cave(root, train_resolution or "native")
+    if name in ("cave", "cave_srgb"):
+        return load_cave(root, train_resolution or "native", "srgb" if name == "cave_srgb" else "nikon_d700")
     return PROTOCOLS[name](root)
