@@ -87,11 +87,10 @@ def run_command(args: argparse.Namespace, onnx_for: Callable[[Path], Path] | Non
     source = open_source(args.source, srf=args.srf, frames=args.frames, window=args.window or None,
                          read_timeout=args.read_timeout, raster=raster)
     # --model left out: the model for the source's encoding (sRGB photos and video -> srgb, linear -> cave);
-    # a folder or photo knows its encoding once open (open is idempotent: the stream's own open is then a
-    # no-op). Scene files and rasters are linear: they open after the output's lock, as before.
+    # a source that knows its encoding only once open (a folder, a photo) opens here (open is idempotent:
+    # the stream's own open is then a no-op); the rest open after the output's lock.
     try:
-        if (not args.model and source.encoding is None and args.input_encoding == "auto"
-                and not isinstance(source, (RasterSource, WindowedSceneSource))):
+        if not args.model and source.encoding is None and args.input_encoding == "auto":
             source.open()
         encoding = resolve(args.input_encoding, source.encoding or "linear")
         selection = select_runner(model_for(args.model, encoding), args.backend, args.device, args.threads,

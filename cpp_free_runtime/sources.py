@@ -209,6 +209,7 @@ class WindowedSceneSource(Source):
     tile the scene exactly. Only one window is in memory at a time."""
 
     live = False
+    encoding = "linear"  # a scene file or raster holds linear values: known before it opens
 
     def __init__(self, path: str | Path, *, window: int = 1024, halo: int = 8) -> None:
         if window < 1 or halo < 0:

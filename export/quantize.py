@@ -33,7 +33,7 @@ class TileCalibrationReader(CalibrationDataReader):
     reproducibly from the training regions. `set_range` lets ONNX Runtime collect in chunks."""
 
     def __init__(self, pairs: list[Pair], in_bands: int, samples: int, tile: int, seed: int = 0,
-                 input_name: str = "msi", noise: tuple[float, ...] = (0.0, 0.0), photo: tuple = ()):
+                 input_name: str = "msi", noise: tuple[float, ...] = (0.0, 0.0), photo: tuple = ("",)):
         self.tiles = calibration_tiles(pairs, in_bands, samples, tile, seed, noise, photo)
         self.input_name = input_name
         self._iter = iter(self.tiles)

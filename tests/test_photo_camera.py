@@ -126,6 +126,18 @@ def test_calibration_tiles_go_through_the_training_chain():
         assert a.shape == b.shape and not np.array_equal(a, b) and np.abs(a - b).mean() < 0.1  # same tile, JPEG
 
 
+def test_camera_loss_adds_the_colour_error_seen_through_the_camera():
+    from ssran_edge.train.loop import make_loss
+
+    gen = torch.Generator().manual_seed(0)
+    camera, pred, ref = (torch.rand(*shape, generator=gen) for shape in ((3, 31), (2, 31, 4, 4), (2, 31, 4, 4)))
+    spectral = (pred - ref).abs().mean()
+    colour = (pred.permute(0, 2, 3, 1) @ camera.T - ref.permute(0, 2, 3, 1) @ camera.T).abs().mean()
+    assert make_loss("l1", camera, 0.5)(pred, ref) == pytest.approx(float(spectral + 0.5 * colour), rel=1e-5)
+    assert make_loss("l1", camera, 0.0)(pred, ref) == pytest.approx(float(spectral), rel=1e-6)
+    assert make_loss("l1")(ref, ref) == 0 and make_loss("l1", camera, 1.0)(ref, ref) == 0
+
+
 # --- the chroma guide (luma-guided chroma path) ----------------------------------------------------
 
 def test_chroma_guide_starts_as_the_identity_and_the_colour_space_round_trips():

@@ -47,20 +47,32 @@ def evaluate_psnr(model, pairs, mode: str, config: TrainConfig, condition: Condi
     return float(np.mean(values))
 
 
-def validation_scores(model, pairs, config: TrainConfig) -> dict[str, float]:
-    """val_psnr (clean) and, with select_noise, val_psnr_noisy and their mean val_score: what the epoch
-    is chosen on. A model chosen on clean validation alone can trade noise robustness away unseen.
-    With select_conditions: the PSNR under each (val_conditions), val_psnr the first's, val_score their mean."""
+def selection_conditions(config: TrainConfig) -> dict[str, Condition]:
+    """The conditions the epoch is chosen under: --select-conditions by name, else clean plus, with
+    --select-noise, read noise of that sigma (a model chosen on clean validation alone can trade
+    noise robustness away unseen)."""
     if config.select_conditions:
-        under = {name: evaluate_psnr(model, pairs, config.select_mode, config, condition_named(name))
-                 for name in config.select_conditions}
-        return {"val_psnr": next(iter(under.values())), "val_conditions": under,
-                "val_score": float(np.mean(list(under.values())))}
-    clean = evaluate_psnr(model, pairs, config.select_mode, config)
-    if config.select_noise <= 0:
-        return {"val_psnr": clean}
-    noisy = evaluate_psnr(model, pairs, config.select_mode, config, Condition("validation", read=config.select_noise))
-    return {"val_psnr": clean, "val_psnr_noisy": noisy, "val_score": (clean + noisy) / 2}
+        return {name: condition_named(name) for name in config.select_conditions}
+    chosen = {"clean": CONDITIONS["clean"]}
+    if config.select_noise > 0:
+        chosen["noisy"] = Condition("validation", read=config.select_noise)
+    return chosen
+
+
+def validation_scores(model, pairs, config: TrainConfig) -> dict[str, float]:
+    """val_psnr (under the first selection condition) and, with more than one, val_score, their mean:
+    what the epoch is chosen on; the others recorded as val_conditions (--select-conditions) or
+    val_psnr_noisy (--select-noise, the key cards have always carried)."""
+    under = {name: evaluate_psnr(model, pairs, config.select_mode, config, condition)
+             for name, condition in selection_conditions(config).items()}
+    scores = {"val_psnr": next(iter(under.values()))}
+    if config.select_conditions:
+        scores["val_conditions"] = under
+    elif "noisy" in under:
+        scores["val_psnr_noisy"] = under["noisy"]
+    if len(under) > 1:
+        scores["val_score"] = float(np.mean(list(under.values())))
+    return scores
 
 
 def selection_rule(config: TrainConfig) -> str:
@@ -138,16 +150,26 @@ def ema_with_warmup(decay: float):
     return update
 
 
-def make_loss(name: str):
+def make_loss(name: str, camera: torch.Tensor | None = None, camera_weight: float = 0.0):
     """l2 (the paper's), l1, or mrae: mean |pred - ref| / (ref + guard). The guard (1e-3 of full scale)
-    keeps dark reference pixels, common in CAVE's black backgrounds, from dominating the mean."""
+    keeps dark reference pixels, common in CAVE's black backgrounds, from dominating the mean. With a
+    `camera` matrix (bands_in x bands_out) and weight: plus that weight x the same loss on the spectra
+    seen through the camera (the colour error)."""
     if name == "l2":
-        return torch.nn.MSELoss()
-    if name == "l1":
-        return torch.nn.L1Loss()
-    if name == "mrae":
-        return lambda pred, ref: ((pred - ref).abs() / (ref.abs() + 1e-3)).mean()
-    raise ValueError(f"unknown loss {name!r} (l2, l1 or mrae)")
+        spectral = torch.nn.MSELoss()
+    elif name == "l1":
+        spectral = torch.nn.L1Loss()
+    elif name == "mrae":
+        spectral = lambda pred, ref: ((pred - ref).abs() / (ref.abs() + 1e-3)).mean()  # noqa: E731
+    else:
+        raise ValueError(f"unknown loss {name!r} (l2, l1 or mrae)")
+    if camera is None or camera_weight <= 0:
+        return spectral
+
+    def spectral_and_seen(pred, ref):
+        seen = torch.einsum("mb,nbhw->nmhw", camera, pred), torch.einsum("mb,nbhw->nmhw", camera, ref)
+        return spectral(pred, ref) + camera_weight * spectral(*seen)
+    return spectral_and_seen
 
 
 def default_output(config: TrainConfig) -> str:
@@ -204,17 +226,13 @@ def train(config: TrainConfig, resume: bool = False, data: ProtocolData | None =
         optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=0.9)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r} (adam or sgd)")
-    loss_fn = make_loss(config.loss)
+    camera = None
     if config.camera_loss > 0:
         if data.camera is None:
             raise SSRANEdgeError(f"--camera-loss compares spectra through the camera's SRF; protocol {data.name} "
                                  f"pairs real sensors ({data.srf}) and has none")
         camera = torch.from_numpy(data.camera.astype(np.float32)).to(config.device)
-        spectral_loss = loss_fn
-
-        def loss_fn(pred, ref):  # noqa: F811 - the spectral loss plus the camera's view of it
-            seen = torch.einsum("mb,nbhw->nmhw", camera, pred), torch.einsum("mb,nbhw->nmhw", camera, ref)
-            return spectral_loss(pred, ref) + config.camera_loss * spectral_loss(*seen)
+    loss_fn = make_loss(config.loss, camera, config.camera_loss)
     # DDP averages the ranks' gradients after each backward; checkpoints hold the bare module, so a run
     # resumes under any world size.
     stepped = (torch.nn.parallel.DistributedDataParallel(model) if world.distributed else model)

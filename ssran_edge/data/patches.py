@@ -158,7 +158,7 @@ def training_capture(training: dict) -> tuple[tuple, tuple]:
 
 
 def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int, seed: int = 0,
-                      noise: tuple[float, ...] = (0.0, 0.0), photo: tuple = ()) -> list[np.ndarray]:
+                      noise: tuple[float, ...] = (0.0, 0.0), photo: tuple = ("",)) -> list[np.ndarray]:
     """`samples` random tiles of real MSI, (1, bands, tile, tile) float32 each (smaller where a region
     is), drawn reproducibly from the regions in turn: the INT8 export's calibration set. `noise`
     (read, shot[, clean share]), for a model trained on sensor noise: each tile goes through the
@@ -181,6 +181,5 @@ def calibration_tiles(pairs: list[Pair], in_bands: int, samples: int, tile: int,
         th, tw = min(tile, h), min(tile, w)
         r, c = rng.integers(0, h - th + 1), rng.integers(0, w - tw + 1)
         cut = np.array(msi[r:r + th, c:c + tw].transpose(2, 0, 1), order="C")[None]  # a copy: noise goes in place
-        tiles.append(photo_chain(sensor_noise(cut, noise_rng, *noise), noise_rng, *photo) if photo and photo[0]
-                     else sensor_noise(cut, noise_rng, *noise))
+        tiles.append(photo_chain(sensor_noise(cut, noise_rng, *noise), noise_rng, *photo))
     return tiles
