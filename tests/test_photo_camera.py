@@ -178,13 +178,19 @@ def test_a_photo_model_trains_through_the_chain_and_its_card_says_so(shared_data
     assert all(0 <= p.msi.min() and p.msi.max() <= 1 for p in data.train + data.test)  # clipped frames
     crop = lambda pairs, n: [Pair(p.msi[:96, :96], p.hsi[:96, :96], p.name) for p in pairs[:n]]  # noqa: E731
     small = replace(data, train=crop(data.train, 2), val=crop(data.val, 1), test=crop(data.test, 2))
+    recipe = make_config("cave_srgb", "edge")
+    assert (recipe.arch, recipe.encode, recipe.jpeg_share, recipe.skip_condition) == (
+        "ssran_linear_skip", "srgb", 0.0, "read 1% + sRGB 8-bit PNG")
+    assert recipe.select_conditions == ["sRGB 8-bit PNG", "read 1% + sRGB 8-bit PNG"]
+    # JPEG in the loop too (the study's lever), chosen on lossless and JPEG frames
+    chosen_on = ["sRGB 8-bit PNG", "sRGB JPEG q90", "sRGB JPEG q75"]
     config = make_config("cave_srgb", "edge", output=str(tmp_path / "run"), epochs=2, patches_per_epoch=16,
-                         patch_size=32, width=8, num_blocks=1, tile=32, threads=1)
-    assert config.encode == "srgb" and config.jpeg_quality == [60, 95] and config.skip_condition == "sRGB JPEG q90"
+                         patch_size=32, width=8, num_blocks=1, tile=32, threads=1, jpeg_share=0.5,
+                         select_conditions=chosen_on)
     best = train(config, data=small)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     for e in history:
-        assert list(e["val_conditions"]) == ["sRGB 8-bit PNG", "sRGB JPEG q90", "sRGB JPEG q75"]
+        assert list(e["val_conditions"]) == chosen_on
         assert e["val_score"] == pytest.approx(np.mean(list(e["val_conditions"].values())))
         assert e["val_conditions"]["sRGB 8-bit PNG"] > e["val_conditions"]["sRGB JPEG q75"]  # JPEG costs
     _, card = load_model(best)
